@@ -1,0 +1,46 @@
+# The two commands: `make test` and `make demo`. Both set up what they need and are quick
+# when nothing changed (the virtual environment is rebuilt only when the pins change).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip looks for the local CPU build of torch here when the directory exists.
+WHEELS := $(wildcard /opt/wheels)
+PIP_FLAGS := --disable-pip-version-check -q $(if $(WHEELS),--find-links $(WHEELS))
+
+.PHONY: setup test demo bench lint ui clean-venv llvm
+
+setup: $(STAMP) llvm
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) torch==2.13.0
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements.lock
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Mitsuba's llvm variant needs libLLVM >= 16 (Dr.Jit 1.5 crashes with 14/15).
+llvm:
+	@$(BIN)/python -m rendering.variant --find-llvm >/dev/null 2>&1 || { \
+	  echo "installing Debian's libllvm19 for Mitsuba's llvm variant"; \
+	  apt-get update -qq && apt-get install -y -qq libllvm19 >/dev/null; }
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/dvc repro
+	$(BIN)/drmnet where
+
+bench: setup
+	$(BIN)/python benchmarks/render.py
+
+lint: setup
+	$(BIN)/ruff check .
+
+# MLflow UI on loopback only.
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Prefect flows, WebDataset shards, training loops, evaluation, reports and the ``drmnet`` CLI."""

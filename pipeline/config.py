@@ -1,0 +1,37 @@
+"""params.yaml → plain data. Sections are grouped by stage (see STYLE.md); ``profile`` selects a
+block of ``profiles`` whose keys are visible to every stage through :func:`profile_params`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rendering.errors import InputError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read params.yaml (``DRMNET_PARAMS`` overrides the default path)."""
+    path = Path(path or os.environ.get("DRMNET_PARAMS", DEFAULT_PARAMS))
+    if not path.exists():
+        raise InputError(path, "params file does not exist (run from the repository root or set DRMNET_PARAMS)")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputError(path, f"not valid YAML ({error})") from None
+    if not isinstance(params, dict):
+        raise InputError(path, "must hold a mapping of sections")
+    return params
+
+
+def profile_params(params: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """The block of ``profiles`` selected by ``profile`` (argument, else ``params['profile']``)."""
+    name = profile or params.get("profile", "tiny")
+    profiles = params.get("profiles", {})
+    if name not in profiles:
+        raise InputError("params.yaml", f"unknown profile {name!r}; defined: {sorted(profiles)}")
+    return {"name": name, **profiles[name]}

@@ -1,0 +1,126 @@
+"""Environment maps: validation, the direction ↔ pixel convention, energy-preserving resampling
+and azimuthal rotation (DESIGN.md §3.2).
+
+An envmap is float32 (H, 2H, 3), linear HDR RGB, finite and ≥ 0. Pixel (row, col) covers
+u = (col + ½)/W, v = (row + ½)/H with Mitsuba's ``envmap`` emitter convention (identity
+``to_world``): row 0 is +y (zenith), u = 0.5 is +z (toward the viewer), u = 0.25 is +x, and the
+left/right edge is −z (behind the object).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from rendering.errors import InputError
+from rendering.hdrio import read_hdr
+
+
+def validate_envmap(envmap: np.ndarray, source: object = "envmap") -> np.ndarray:
+    """Check shape (H, 2H, 3), finiteness and non-negativity; return float32. Raises InputError."""
+    envmap = np.asarray(envmap)
+    if envmap.ndim != 3 or envmap.shape[2] != 3:
+        raise InputError(source, f"expected an (H, W, 3) RGB environment map, got shape {envmap.shape}")
+    height, width = envmap.shape[:2]
+    if width != 2 * height:
+        raise InputError(
+            source,
+            f"an equirectangular environment map must be twice as wide as it is high; got {width}×{height} "
+            f"(aspect {width / max(height, 1):.3f})",
+        )
+    envmap = envmap.astype(np.float32, copy=False)
+    nan = int(np.isnan(envmap).sum())
+    inf = int(np.isinf(envmap).sum())
+    if nan or inf:
+        raise InputError(source, f"has {nan} NaN and {inf} Inf values; an environment map must be finite")
+    negative = int((envmap < 0).sum())
+    if negative:
+        raise InputError(
+            source, f"has {negative} negative values (min {float(envmap.min()):.4g}); radiance must be ≥ 0"
+        )
+    return envmap
+
+
+def read_envmap(path: str | os.PathLike) -> np.ndarray:
+    """Read and validate an .exr/.hdr environment map: float32 (H, 2H, 3)."""
+    return validate_envmap(read_hdr(path), path)
+
+
+def uv_to_direction(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Envmap texture coordinates in [0, 1] → unit world directions (..., 3)."""
+    phi = 2.0 * np.pi * np.asarray(u, dtype=np.float64)
+    theta = np.pi * np.asarray(v, dtype=np.float64)
+    sin_theta = np.sin(theta)
+    return np.stack([sin_theta * np.sin(phi), np.cos(theta), -sin_theta * np.cos(phi)], axis=-1)
+
+
+def direction_to_uv(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit world directions (..., 3) → envmap (u, v) in [0, 1) × [0, 1]."""
+    d = np.asarray(direction, dtype=np.float64)
+    u = np.mod(np.arctan2(d[..., 0], -d[..., 2]) / (2.0 * np.pi), 1.0)
+    v = np.arccos(np.clip(d[..., 1], -1.0, 1.0)) / np.pi
+    return u, v
+
+
+def pixel_directions(height: int) -> np.ndarray:
+    """Unit direction at the centre of every pixel of an (height, 2·height) envmap: (H, 2H, 3)."""
+    width = 2 * height
+    u = (np.arange(width) + 0.5) / width
+    v = (np.arange(height) + 0.5) / height
+    uu, vv = np.meshgrid(u, v)
+    return uv_to_direction(uu, vv)
+
+
+def pixel_solid_angles(height: int) -> np.ndarray:
+    """Exact solid angle of each pixel row of an (height, 2·height) envmap: (H,). Sums to 4π·…/W."""
+    width = 2 * height
+    edges = np.linspace(0.0, np.pi, height + 1)
+    return (np.cos(edges[:-1]) - np.cos(edges[1:])) * (2.0 * np.pi / width)
+
+
+def _overlap_matrix(src_edges: np.ndarray, dst_edges: np.ndarray, measure) -> np.ndarray:
+    """(n_dst, n_src) weights: measure of the overlap of each dst cell with each src cell,
+    normalised per dst cell, so that a constant map stays constant and ∫ L dω is preserved."""
+    lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1])
+    hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:])
+    overlap = np.where(hi > lo, measure(hi) - measure(lo), 0.0)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def resample_envmap(envmap: np.ndarray, height: int) -> np.ndarray:
+    """Resample to (height, 2·height) preserving energy: each output pixel is the solid-angle
+    weighted mean of the input over its footprint (area-weighted, never point sampling, so a
+    one-pixel 40 000-nit sun keeps its total power)."""
+    envmap = np.asarray(envmap, dtype=np.float32)
+    src_h, src_w = envmap.shape[:2]
+    if src_h == height and src_w == 2 * height:
+        return envmap.copy()
+    # Rows: the solid angle of a latitude band is ∝ −cos θ; columns: ∝ φ.
+    rows = _overlap_matrix(np.linspace(0, np.pi, src_h + 1), np.linspace(0, np.pi, height + 1), lambda t: -np.cos(t))
+    cols = _overlap_matrix(np.linspace(0, 1, src_w + 1), np.linspace(0, 1, 2 * height + 1), lambda x: x)
+    out = np.einsum("ij,jkc,lk->ilc", rows, envmap.astype(np.float64), cols)
+    return np.maximum(out, 0.0).astype(np.float32)
+
+
+def rotate_envmap(envmap: np.ndarray, azimuth: float) -> np.ndarray:
+    """Rotate the environment by ``azimuth`` radians about +y (right-handed: +z turns toward +x).
+
+    A light at direction d moves to R_y(azimuth)·d, i.e. u decreases by azimuth/2π. Fractional
+    shifts interpolate linearly between columns (energy preserving). Rendering with view azimuth
+    φ is the same as rendering the envmap rotated by −φ: this is the one implementation of that.
+    """
+    envmap = np.asarray(envmap, dtype=np.float32)
+    width = envmap.shape[1]
+    shift = azimuth / (2.0 * np.pi) * width  # new(u) = old(u + azimuth/2π)
+    whole = int(np.floor(shift))
+    frac = np.float32(shift - whole)
+    left = np.roll(envmap, -whole, axis=1)
+    right = np.roll(envmap, -(whole + 1), axis=1)
+    return (1.0 - frac) * left + frac * right
+
+
+def envmap_power(envmap: np.ndarray) -> np.ndarray:
+    """∫ L dω per channel (3,): the quantity resampling preserves."""
+    envmap = np.asarray(envmap, dtype=np.float64)
+    return np.einsum("hwc,h->c", envmap, pixel_solid_angles(envmap.shape[0]))

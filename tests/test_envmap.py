@@ -1,0 +1,145 @@
+"""Environment maps: file round trips, validation errors, energy-preserving resampling, rotation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rendering.envmap import (
+    direction_to_uv,
+    envmap_power,
+    pixel_directions,
+    read_envmap,
+    resample_envmap,
+    rotate_envmap,
+    uv_to_direction,
+    validate_envmap,
+)
+from rendering.errors import InputError
+from rendering.hdrio import read_hdr, tonemap, write_exr, write_preview
+
+
+def test_exr_round_trip_is_exact(tmp_path, rng):
+    envmap = (rng.random((16, 32, 3)) * 1e4).astype(np.float32)
+    path = write_exr(tmp_path / "env.exr", envmap)
+    np.testing.assert_array_equal(read_envmap(path), envmap)
+    assert not list(tmp_path.glob(".env.*")), "no temporary file may be left behind"
+
+
+def test_radiance_hdr_is_read_within_rgbe_precision(tmp_path, rng):
+    from rendering.variant import ensure_variant
+
+    envmap = (rng.random((8, 16, 3)) * 50 + 0.01).astype(np.float32)
+    ensure_variant().Bitmap(envmap).write(str(tmp_path / "env.hdr"))
+    read = read_envmap(tmp_path / "env.hdr")
+    # RGBE keeps an 8-bit mantissa per channel relative to the largest channel.
+    np.testing.assert_allclose(read, envmap, rtol=0, atol=envmap.max(axis=2, keepdims=True).max() / 128)
+
+
+def test_grey_and_alpha_channels_become_rgb(tmp_path, rng):
+    grey = rng.random((4, 8, 1)).astype(np.float32)
+    write_exr(tmp_path / "grey.exr", grey[:, :, 0])
+    np.testing.assert_array_equal(read_hdr(tmp_path / "grey.exr"), np.repeat(grey, 3, axis=2))
+    rgba = rng.random((4, 8, 4)).astype(np.float32)
+    write_exr(tmp_path / "rgba.exr", rgba)
+    np.testing.assert_array_equal(read_hdr(tmp_path / "rgba.exr"), rgba[:, :, :3])
+
+
+def _with_nan(envmap):
+    envmap = envmap.copy()
+    envmap[5, 3, 1] = np.nan
+    return envmap
+
+
+def _with_inf(envmap):
+    envmap = envmap.copy()
+    envmap[0, :2] = np.inf
+    return envmap
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda a: a[:, :24], "twice as wide"),
+        (_with_nan, "has 1 NaN and 0 Inf"),
+        (_with_inf, "has 0 NaN and 6 Inf"),
+        (lambda a: a - 2.0, "negative"),
+    ],
+)
+def test_bad_envmaps_name_the_file_and_the_problem(tmp_path, rng, make, expected):
+    path = write_exr(tmp_path / "bad.exr", make(rng.random((16, 32, 3)).astype(np.float32)))
+    with pytest.raises(InputError, match=expected) as info:
+        read_envmap(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_and_garbage_files_are_reported(tmp_path, rng):
+    path = write_exr(tmp_path / "env.exr", rng.random((16, 32, 3)).astype(np.float32))
+    data = path.read_bytes()
+    (tmp_path / "cut.exr").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.exr: unreadable or truncated"):
+        read_envmap(tmp_path / "cut.exr")
+    (tmp_path / "junk.hdr").write_bytes(b"not an image" * 20)
+    with pytest.raises(InputError, match="junk.hdr: unreadable"):
+        read_envmap(tmp_path / "junk.hdr")
+    with pytest.raises(InputError, match="does not exist"):
+        read_envmap(tmp_path / "missing.exr")
+    (tmp_path / "env.png").write_bytes(b"")
+    with pytest.raises(InputError, match="not an HDR image"):
+        read_envmap(tmp_path / "env.png")
+
+
+def test_validate_rejects_wrong_dimensions():
+    with pytest.raises(InputError, match="RGB"):
+        validate_envmap(np.zeros((4, 8)), "array")
+
+
+def test_direction_convention_matches_design():
+    # u = 0.5 is +z (toward the viewer), u = 0.25 is +x, the edge is −z, the top row is +y.
+    np.testing.assert_allclose(uv_to_direction(0.5, 0.5), [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(uv_to_direction(0.25, 0.5), [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(uv_to_direction(0.0, 0.5), [0, 0, -1], atol=1e-12)
+    np.testing.assert_allclose(uv_to_direction(0.3, 0.0), [0, 1, 0], atol=1e-12)
+    dirs = pixel_directions(8)
+    u, v = direction_to_uv(dirs)
+    np.testing.assert_allclose(u, ((np.arange(16) + 0.5) / 16)[None, :].repeat(8, 0), atol=1e-12)
+    np.testing.assert_allclose(v, ((np.arange(8) + 0.5) / 8)[:, None].repeat(16, 1), atol=1e-12)
+
+
+def test_downsampling_preserves_the_power_of_a_tiny_sun(rng):
+    envmap = np.full((256, 512, 3), 0.5, dtype=np.float32)
+    envmap[37, 301] = 4e4  # one-pixel sun
+    small = resample_envmap(envmap, 16)
+    np.testing.assert_allclose(envmap_power(small), envmap_power(envmap), rtol=1e-5)
+    # Point sampling would miss it entirely; area weighting keeps it as a bright pixel.
+    assert small.max() > 100
+    # A constant map stays constant, up or down.
+    const = np.full((8, 16, 3), 2.0, dtype=np.float32)
+    np.testing.assert_allclose(resample_envmap(const, 13), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(resample_envmap(const, 5), 2.0, rtol=1e-6)
+
+
+def test_non_integer_resampling_preserves_power(rng):
+    envmap = (rng.random((30, 60, 3)) ** 4 * 100).astype(np.float32)
+    for height in (7, 11, 45):
+        np.testing.assert_allclose(envmap_power(resample_envmap(envmap, height)), envmap_power(envmap), rtol=1e-5)
+
+
+def test_rotation_moves_a_light_from_front_to_right():
+    envmap = np.zeros((16, 32, 3), dtype=np.float32)
+    u, v = direction_to_uv(np.array([0.0, 0.0, 1.0]))  # +z: the viewer's side
+    envmap[int(v * 16), int(u * 32)] = 1.0
+    rotated = rotate_envmap(envmap, np.pi / 2)  # +z turns toward +x
+    row, col = np.unravel_index(rotated[:, :, 0].argmax(), (16, 32))
+    np.testing.assert_allclose(pixel_directions(16)[row, col], [1, 0, 0], atol=0.2)
+    np.testing.assert_allclose(envmap_power(rotated), envmap_power(envmap), rtol=1e-6)
+    np.testing.assert_allclose(rotate_envmap(rotated, -np.pi / 2), envmap, atol=1e-6)
+
+
+def test_preview_is_8_bit_and_robust_to_a_sun(tmp_path, rng):
+    image = rng.random((8, 16, 3)).astype(np.float32)
+    image[0, 0] = 1e5
+    preview = tonemap(image)
+    assert preview.dtype == np.uint8 and preview.shape == image.shape
+    assert preview[4:].mean() > 40, "the 99th-percentile exposure must not be driven by the sun"
+    assert write_preview(tmp_path / "p.png", image).exists()
