@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli import dataset, estimate, render, train, workspace  # noqa: F401  (register commands)
+from pipeline.cli import dataset, estimate, objects, render, train, workspace  # noqa: F401  (register commands)
 from pipeline.cli.app import app
 from rendering.errors import InputError
 
