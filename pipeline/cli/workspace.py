@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from pipeline.cli.app import app
 
 # The outputs of `dvc repro` (dvc.yaml) and of the embedded MLflow store, as a user looks for them.
@@ -36,3 +38,31 @@ def info() -> None:
 
     print(f"libLLVM: {find_libllvm() or 'not found'}")
     print(f"Mitsuba variant: {resolve_variant()}")
+
+
+@app.command("serve")
+def serve(
+    flows: list[str] = typer.Argument(None, help="Flow names to serve (default: all). See `drmnet flows`."),
+    limit: int = typer.Option(None, help="At most this many runs at once."),
+) -> None:
+    """Serve a Prefect deployment (`<flow>/default`) of every drmnet flow; needs PREFECT_API_URL."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            "warning: PREFECT_API_URL is not set, so deployments go to Prefect's ephemeral API, which no "
+            "`prefect deployment run` can reach. Start a server (`prefect server start --host 127.0.0.1`) "
+            "and export PREFECT_API_URL=http://127.0.0.1:4200/api first."
+        )
+    from pipeline.deployments import serve as serve_deployments
+
+    serve_deployments(flows or None, limit)
+
+
+@app.command("flows")
+def flows() -> None:
+    """List the Prefect flows that `drmnet serve` deploys."""
+    from pipeline.deployments import DEPLOYMENT_NAME, FLOWS
+
+    for name, target in FLOWS.items():
+        print(f"{name + '/' + DEPLOYMENT_NAME:<30} {target}")

@@ -1,0 +1,149 @@
+"""Prefect deployments against a real Prefect server on 127.0.0.1: serve, trigger through the API,
+wait for COMPLETED, check the work was done, shut everything down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {url} did not become healthy")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server start` on a free loopback port with its own sqlite database."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115  (closed below)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_healthy(url, server)
+        yield {**env, "PREFECT_API_URL": url}
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _tiny_workspace(root: Path) -> Path:
+    """A workspace with the repository's params.yaml shrunk to a few samples."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["envmaps"] = {**params.get("envmaps", {}), "n": 3, "res": 16, "kinds": {"sky": 1.0}}
+    params["envmaps_split"] = {"seed": 0, "proportions": {"train": 0.34, "val": 0.33, "test": 0.33}}
+    params["dataset"] = {
+        **params["dataset"],
+        "shard_size": 2,
+        "samples": {"drmnet": {"train": 2, "val": 0, "test": 0}, "obsnet": {"train": 0, "val": 0, "test": 0}},
+        "workers": 1,
+    }
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def _run_deployment(name: str, params: dict[str, str], cwd: Path, env: dict[str, str]) -> str:
+    command = [str(BIN / "prefect"), "deployment", "run", f"{name}/default", "--watch", "--watch-timeout", "400"]
+    for key, value in params.items():
+        command += ["--param", f"{key}={value}"]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=480)
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_served_deployments_run_through_a_real_server(prefect_server, tmp_path):
+    workspace = _tiny_workspace(tmp_path / "workspace")
+    serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
+    server_env = prefect_server
+    serving = subprocess.Popen(
+        [str(BIN / "drmnet"), "serve", "make-envmap-splits", "render-dataset", "--limit", "1"],
+        cwd=workspace,
+        env=server_env,
+        stdout=serve_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # `prefect deployment run` waits for the deployment to be registered by the serving process.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            listed = subprocess.run(
+                [str(BIN / "prefect"), "deployment", "ls"], env=server_env, capture_output=True, text=True
+            )
+            if "render-dataset" in listed.stdout and "make-envmap-splits" in listed.stdout:
+                break
+            assert serving.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(1)
+        out = _run_deployment("make-envmap-splits", {}, workspace, server_env)
+        assert "Completed" in out
+        assert list((workspace / "data/envmaps/train").glob("*.exr")), "the envmap flow wrote no envmaps"
+        # Parameters overridden at run time: a dataset and split the deployment's defaults don't name.
+        out = _run_deployment("render-dataset", {"dataset": "drmnet", "split": "train"}, workspace, server_env)
+        assert "Completed" in out
+        shards = sorted((workspace / "data/shards/drmnet/train").glob("*.tar"))
+        assert len(shards) == 1
+        verify = subprocess.run(
+            [str(BIN / "drmnet"), "verify-shards", str(workspace / "data/shards/drmnet/train")],
+            cwd=workspace,
+            capture_output=True,
+            text=True,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        _stop(serving)
+        serve_log.close()
+        shutil.rmtree(workspace / "data", ignore_errors=True)
