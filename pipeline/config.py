@@ -18,7 +18,9 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Read params.yaml (``DRMNET_PARAMS`` overrides the default path)."""
     path = Path(path or os.environ.get("DRMNET_PARAMS", DEFAULT_PARAMS))
     if not path.exists():
-        raise InputError(path, "params file does not exist (run from the repository root or set DRMNET_PARAMS)")
+        raise InputError(
+            path, "params file does not exist (run from the repository root or set DRMNET_PARAMS)"
+        )
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

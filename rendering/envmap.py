@@ -97,7 +97,9 @@ def resample_envmap(envmap: np.ndarray, height: int) -> np.ndarray:
     if src_h == height and src_w == 2 * height:
         return envmap.copy()
     # Rows: the solid angle of a latitude band is ∝ −cos θ; columns: ∝ φ.
-    rows = _overlap_matrix(np.linspace(0, np.pi, src_h + 1), np.linspace(0, np.pi, height + 1), lambda t: -np.cos(t))
+    rows = _overlap_matrix(
+        np.linspace(0, np.pi, src_h + 1), np.linspace(0, np.pi, height + 1), lambda t: -np.cos(t)
+    )
     cols = _overlap_matrix(np.linspace(0, 1, src_w + 1), np.linspace(0, 1, 2 * height + 1), lambda x: x)
     out = np.einsum("ij,jkc,lk->ilc", rows, envmap.astype(np.float64), cols)
     return np.maximum(out, 0.0).astype(np.float32)

@@ -87,9 +87,13 @@ def resolve_variant(configured: str | None = None) -> str:
     requested = os.environ.get("DRMNET_VARIANT") or configured or AUTO
     if requested != AUTO:
         if requested not in KNOWN_VARIANTS:
-            raise ValueError(f"unknown Mitsuba variant {requested!r}; choose one of {KNOWN_VARIANTS} or 'auto'")
+            raise ValueError(
+                f"unknown Mitsuba variant {requested!r}; choose one of {KNOWN_VARIANTS} or 'auto'"
+            )
         if requested == "llvm_ad_rgb" and find_libllvm() is None:
-            raise RuntimeError(f"variant llvm_ad_rgb was requested but no libLLVM >= 16 was found. {INSTALL_HINT}")
+            raise RuntimeError(
+                f"variant llvm_ad_rgb was requested but no libLLVM >= 16 was found. {INSTALL_HINT}"
+            )
         return requested
     if _cuda_usable():
         return "cuda_ad_rgb"

@@ -1,0 +1,308 @@
+"""What a training/evaluation sample holds and how one is made (DESIGN.md §3.4).
+
+Every random choice of sample ``index`` of (dataset, split) comes from a generator seeded by
+(``dataset.seed``, dataset, split, index): a sample — and so a shard — is a pure function of
+the params and its index, whatever runner or worker renders it.
+
+``drmnet`` sample (one ``render_refmaps`` call, one seed: common random numbers, so L_k and
+L_{k−1} differ only by the material step, not by Monte Carlo noise):
+
+- ``refmap_obs`` (3, R, R) L_K, the observation (material ``z_obs`` = z_K; it is also L_{K−1}),
+- ``refmap_k`` L_k, ``refmap_next`` L_{k−1}, ``refmap_mirror`` L_0 under the mirror z0,
+- ``z_obs``, ``z_k``, ``z_next`` (6,) float32; meta ``k``, ``K``, ``view_azimuth`` (radians),
+  ``envmap_id``, ``material_source``.
+
+k is uniform in [1, K−1], so that z_{k−1} is a step of the schedule. K = 1 (‖z_K − z0‖ < εγ:
+the observation is already a mirror, and the sampler stops before any IllNet step) has no such
+pair; there k = 0 and z_next = z0 + γ·Δ_K, the schedule's formula one step further (a
+near-zero residual). With z ~ U[0, 1]^6 this happens with probability ~1e−13.
+
+``obsnet`` sample: ``refmap_obs`` (the full L_K), and from an object image of a random shape
+under the same envmap, material and view: ``observed`` (3, R, R) the sparse observed refmap
+(0 where unobserved) and ``observed_mask`` (1, R, R) float32 in {0, 1}; plus ``z_obs`` and the
+meta fields above.
+
+Materials: z ~ U[0, 1]^6, except that in splits with ``measured_fraction`` > 0 that fraction of
+observations uses a measured BRDF (the ``materials`` section: the built-in measured-like tables
+and the user's MERL files). Then L_K is rendered with the measured BSDF, ``z_obs`` is its
+closest principled material (``fit_principled``: the target RefNet should reach), the schedule
+and L_k, L_{k−1}, L_0 follow from that z with the same seed, and ``material_source`` names the
+BRDF (``"uniform"`` otherwise).
+
+Test samples (split ``test``) of both datasets also keep what evaluation needs: the object
+``image`` (H, W, 3) float32, ``normals`` (H, W, 3) float32, ``mask`` (H, W) uint8 and
+``refmap_mirror``; the envmap itself is ``<envmaps>/test/<envmap_id>.exr``.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rendering.errors import InputError
+
+DATASETS = ("drmnet", "obsnet")
+SPLITS = ("train", "val", "test")
+EVAL_SPLIT = "test"  # samples of this split carry the object image, normals, mask and mirror
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """The ``dataset`` section of params.yaml plus the profile's resolution and spp: everything a
+    sample's content depends on (the runner settings are not here: they never change bytes)."""
+
+    seed: int = 0  # every per-sample seed derives from this
+    res: int = 32  # refmap resolution R (from the profile)
+    spp: int = 64  # samples per pixel (from the profile)
+    shard_size: int = 64  # samples per shard
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset → split → count
+    view_azimuth_deg: tuple[float, float] = (-180.0, 180.0)  # uniform view azimuth range
+    object_res: int = 64  # object image side (pixels)
+    object_spp: int = 64  # object image samples per pixel
+    shapes: tuple[str, ...] = ("sphere",)  # procedural shapes for object images
+    drm: dict[str, Any] = field(default_factory=dict)  # the DRM constants (params.yaml ``drm``)
+    measured_fraction: dict[str, float] = field(default_factory=dict)  # split → share of measured BRDFs
+    materials: dict[str, Any] = field(default_factory=dict)  # where they come from (params ``materials``)
+
+    def count(self, dataset: str, split: str) -> int:
+        try:
+            return int(self.samples[dataset][split])
+        except KeyError:
+            raise InputError("params.yaml", f"dataset.samples.{dataset}.{split} is not set") from None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Plain data identifying the content (stored in shard records)."""
+        return asdict(self)
+
+
+def settings_from_params(params: dict[str, Any], profile: str | None = None) -> DatasetSettings:
+    """params.yaml (``dataset`` section, the selected profile, ``drm``) → DatasetSettings."""
+    from pipeline.config import profile_params
+
+    section = dict(params.get("dataset") or {})
+    chosen = profile_params(params, profile)
+    try:
+        return DatasetSettings(
+            seed=int(section.get("seed", 0)),
+            res=int(section.get("refmap_res", chosen["refmap_res"])),
+            spp=int(section.get("spp", chosen["spp"])),
+            shard_size=int(section.get("shard_size", 64)),
+            samples={d: {s: int(n) for s, n in per.items()} for d, per in section.get("samples", {}).items()},
+            view_azimuth_deg=tuple(float(a) for a in section.get("view_azimuth_deg", (-180.0, 180.0))),
+            object_res=int(section.get("object_res", 64)),
+            object_spp=int(section.get("object_spp", chosen["spp"])),
+            shapes=tuple(section.get("shapes", ("sphere",))),
+            drm=dict(params.get("drm") or {}),
+            measured_fraction={s: float(f) for s, f in (section.get("measured_fraction") or {}).items()},
+            materials=dict(params.get("materials") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError("params.yaml", f"invalid dataset section ({error})") from None
+
+
+def _stable(text: str) -> int:
+    """A process-independent integer for a string (``hash`` is salted per process)."""
+    return zlib.crc32(text.encode())
+
+
+def sample_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Generator:
+    """The generator of sample ``index``'s random choices (independent of every other sample)."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(_stable(dataset), _stable(split), index))
+    return np.random.default_rng(sequence)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Every random choice of one sample, drawn before anything is rendered."""
+
+    dataset: str
+    split: str
+    index: int
+    envmap_id: str
+    z_obs: np.ndarray  # (6,) float32, z_K
+    k: int
+    K: int
+    z_k: np.ndarray  # (6,) float32
+    z_next: np.ndarray  # (6,) float32, z_{k−1}
+    view_azimuth: float  # radians
+    render_seed: int  # Mitsuba seed (uint32)
+    shape: str
+    shape_seed: int
+    material_source: str = "uniform"
+
+
+def schedule_pair(
+    z_obs: np.ndarray, rng: np.random.Generator, drm: dict[str, Any]
+) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(k, K, z_k, z_{k−1}) for an observed material z_K (6,), by models.drm's schedule.
+
+    k uniform in [1, K−1]; K = 1 gives k = 0 and z_{−1} (see the module docstring).
+    """
+    import torch
+
+    from models.config import DRMConfig
+    from models.drm import material_at, schedule_length
+
+    config = DRMConfig.from_dict(drm)
+    z_K = torch.from_numpy(np.asarray(z_obs, dtype=np.float64)[None])
+    K = int(schedule_length(z_K, config)[0])
+    k = int(rng.integers(1, K)) if K >= 2 else 0
+    steps = torch.tensor([k, k - 1])
+    z = material_at(z_K.expand(2, 6), steps, torch.tensor([K, K]), config).numpy().astype(np.float32)
+    return k, K, z[0], z[1]
+
+
+def plan_sample(
+    settings: DatasetSettings, dataset: str, split: str, index: int, envmap_ids: list[str]
+) -> SamplePlan:
+    """Draw the random choices of sample ``index`` (a pure function of its arguments).
+
+    Envmaps are used in turn through a seeded permutation, so every envmap of the split appears
+    equally often (up to one).
+    """
+    if dataset not in DATASETS:
+        raise InputError("dataset", f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if not envmap_ids:
+        raise InputError(f"envmaps/{split}", "the split has no environment maps")
+    envmap_order = np.random.SeedSequence(settings.seed, spawn_key=(_stable(split),))
+    order = np.random.default_rng(envmap_order).permutation(len(envmap_ids))
+    rng = sample_rng(settings.seed, dataset, split, index)
+    z_obs = rng.random(6).astype(np.float32)  # z ~ U[0, 1]^6, rounded to what is stored
+    material_source = "uniform"
+    if rng.random() < settings.measured_fraction.get(split, 0.0):
+        names = sorted(measured_brdfs(settings))
+        material_source = names[int(rng.integers(len(names)))]
+        z_obs = fitted_z(settings, material_source)
+    k, K, z_k, z_next = schedule_pair(z_obs, rng, settings.drm)
+    low, high = np.radians(settings.view_azimuth_deg)
+    return SamplePlan(
+        dataset=dataset,
+        split=split,
+        index=index,
+        envmap_id=envmap_ids[int(order[index % len(envmap_ids)])],
+        z_obs=z_obs,
+        k=k,
+        K=K,
+        z_k=z_k,
+        z_next=z_next,
+        view_azimuth=float(rng.uniform(low, high)),
+        render_seed=int(rng.integers(0, 2**31)),
+        shape=str(settings.shapes[int(rng.integers(len(settings.shapes)))]),
+        shape_seed=int(rng.integers(0, 2**31)),
+        material_source=material_source,
+    )
+
+
+def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings) -> dict[str, Any]:
+    """Render the sample ``plan`` describes under ``envmap`` (H, 2H, 3); see the module docstring
+    for the fields. Arrays are float32 (mask uint8); scalars go to the sample's metadata."""
+    from rendering.refmap import MIRROR, render_refmaps
+
+    evaluation = plan.split == EVAL_SPLIT
+    sample: dict[str, Any] = {
+        "z_obs": plan.z_obs,
+        "K": plan.K,
+        "view_azimuth": plan.view_azimuth,
+        "envmap_id": plan.envmap_id,
+        "material_source": plan.material_source,
+    }
+    if plan.dataset == "drmnet":
+        materials = np.stack([plan.z_obs, plan.z_k, plan.z_next, MIRROR])
+    else:
+        materials = np.stack([plan.z_obs, MIRROR]) if evaluation else plan.z_obs[None]
+    azimuths = np.full(len(materials), plan.view_azimuth)
+    refmaps = render_refmaps(envmap, materials, azimuths, settings.res, settings.spp, plan.render_seed)
+    bsdf = None
+    if plan.material_source != "uniform":
+        from rendering.measured_bsdf import measured_bsdf
+        from rendering.refmap import render_refmaps_bsdf
+
+        bsdf = measured_bsdf(measured_brdfs(settings)[plan.material_source], proxy_z=plan.z_obs)
+        # Same sampling code and seed as the principled refmaps: common random numbers again.
+        refmaps[0] = render_refmaps_bsdf(
+            envmap, bsdf, azimuths[:1], settings.res, settings.spp, plan.render_seed
+        )[0]
+    sample["refmap_obs"] = refmaps[0]
+    if plan.dataset == "drmnet":
+        sample.update(refmap_k=refmaps[1], refmap_next=refmaps[2], refmap_mirror=refmaps[3])
+        sample.update(z_k=plan.z_k, z_next=plan.z_next, k=plan.k)
+    elif evaluation:
+        sample["refmap_mirror"] = refmaps[1]
+    if plan.dataset == "obsnet" or evaluation:
+        material = plan.z_obs if bsdf is None else bsdf
+        sample.update(_object_observation(plan, envmap, material, settings, keep_image=evaluation))
+    return sample
+
+
+def _object_observation(
+    plan: SamplePlan, envmap: np.ndarray, material, settings: DatasetSettings, keep_image: bool
+) -> dict[str, np.ndarray]:
+    """Render a random shape with the sample's material, envmap and view; bin it into a refmap."""
+    from rendering.objects import render_object
+    from rendering.observation import image_to_refmap
+    from rendering.shapes import make_shape
+
+    shape = make_shape(plan.shape, plan.shape_seed)
+    rendered = render_object(
+        envmap,
+        shape,
+        material,
+        res=settings.object_res,
+        spp=settings.object_spp,
+        seed=plan.render_seed,
+        view_azimuth=plan.view_azimuth,
+    )
+    mask = np.asarray(rendered.mask, dtype=bool)
+    observed, observed_bins = image_to_refmap(rendered.image, rendered.normals, mask, settings.res)
+    out = {"observed": observed, "observed_mask": observed_bins[None].astype(np.float32)}
+    if keep_image:
+        out.update(image=rendered.image, normals=rendered.normals, mask=mask.astype(np.uint8))
+    return out
+
+
+def _materials_key(settings: DatasetSettings) -> tuple:
+    section = settings.materials
+    return section.get("merl_dir"), section.get("builtin"), section.get("cache_dir")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_measured(merl_dir: str | None, builtin: int | None, cache_dir: str | None) -> dict:
+    from rendering.builtin_materials import measured_materials
+
+    materials = measured_materials(merl_dir, builtin, cache_dir)
+    if not materials:
+        raise InputError("params.yaml", "dataset.measured_fraction > 0 but the materials section yields none")
+    return materials
+
+
+def measured_brdfs(settings: DatasetSettings) -> dict:
+    """The measured BRDFs (name → MerlBrdf) of the ``materials`` section, loaded once per process."""
+    return _load_measured(*_materials_key(settings))
+
+
+@functools.lru_cache(maxsize=256)
+def _fit(key: tuple, name: str) -> np.ndarray:
+    from rendering.principled_fit import fit_principled
+
+    return np.clip(fit_principled(_load_measured(*key)[name]), 0.0, 1.0).astype(np.float32)
+
+
+def fitted_z(settings: DatasetSettings, name: str) -> np.ndarray:
+    """The closest principled material (6,) float32 of the measured BRDF ``name`` (cached)."""
+    return _fit(_materials_key(settings), name).copy()
+
+
+def measured_digest(settings: DatasetSettings) -> dict[str, str]:
+    """name → sha256 of each measured table (for shard fingerprints); {} when none is used."""
+    import hashlib
+
+    if not any(f > 0 for f in settings.measured_fraction.values()):
+        return {}
+    return {
+        name: hashlib.sha256(np.ascontiguousarray(brdf.filled).tobytes()).hexdigest()
+        for name, brdf in sorted(measured_brdfs(settings).items())
+    }
