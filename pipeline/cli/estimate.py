@@ -1,5 +1,154 @@
-"""drmnet commands: estimate."""
+"""drmnet commands: estimate, evaluate, report, relight."""
 
 from __future__ import annotations
 
-from pipeline.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app
+from rendering.errors import InputError
+
+
+def _section(name: str, params_path: Path | None) -> dict:
+    """A params.yaml section, or {} when no params file is around (estimate works without one)."""
+    from pipeline.config import load_params
+
+    path = params_path or Path("params.yaml")
+    if params_path is None and not path.exists():
+        return {}
+    return dict(load_params(path).get(name) or {})
+
+
+@app.command("estimate")
+def estimate(
+    image: Annotated[Path, typer.Argument(help="Linear HDR image of the object (.exr or .hdr).")],
+    normals: Annotated[Path, typer.Argument(help="Camera-frame unit normals, .npy (H, W, 3) float.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    mask: Annotated[
+        Path | None, typer.Argument(help="Object mask (.png); default: non-zero normals.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="DRMNet: model URI or checkpoint directory.")] = (
+        "models:/drmnet@champion"
+    ),
+    obsnet: Annotated[str, typer.Option(help="ObsNet: model URI or checkpoint directory ('none': skip).")] = (
+        "models:/obsnet@champion"
+    ),
+    samples: Annotated[
+        int | None, typer.Option(help="Stochastic samples N (default: estimate.samples).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the samples' noise (default: estimate.seed).")
+    ] = None,
+    res: Annotated[
+        int | None,
+        typer.Option(help="Height H of the output envmaps, H×2H (default: estimate.envmap_height)."),
+    ] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml with the estimate section.")] = None,
+) -> None:
+    """Estimate illumination and reflectance from one object image: N samples of the mirror
+    refmap, the environment map (+ validity mask) and the material, their mean and spread, and a
+    one-page overview.png."""
+    from pipeline.estimate import EstimateSettings, estimate_files, write_estimation
+    from pipeline.registry import load_estimator
+
+    section = _section("estimate", params)
+    overrides = {"samples": samples, "seed": seed, "envmap_height": res}
+    section.update({k: v for k, v in overrides.items() if v is not None})
+    settings = EstimateSettings.from_params(section)
+    if settings.samples < 1:
+        raise InputError("--samples", f"must be ≥ 1, got {settings.samples}")
+    estimator = load_estimator(model, None if obsnet.lower() == "none" else obsnet)
+    estimation, pixels, object_mask = estimate_files(estimator, image, normals, mask, settings, progress=True)
+    inputs = {"image": str(image), "normals": str(normals), "mask": str(mask) if mask else None}
+    inputs.update(model=model, obsnet=obsnet)
+    write_estimation(estimation, out, pixels, object_mask, settings, inputs)
+    steps = ", ".join(str(int(s)) for s in estimation.steps)
+    print(f"{settings.samples} samples (DRM steps {steps}) → {out}/ (overview: {out / 'overview.png'})")
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[
+        str | None, typer.Option(help="DRMNet URI or directory (default: evaluate.model).")
+    ] = None,
+    obsnet: Annotated[
+        str | None, typer.Option(help="ObsNet URI or directory (default: evaluate.obsnet).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output directory: metrics.json, per_sample.csv, gallery/.")
+    ] = Path("eval"),
+    params: Annotated[Path, typer.Option(help="params.yaml.")] = Path("params.yaml"),
+    flow: Annotated[
+        bool, typer.Option(help="Run as the Prefect flow `evaluate` (--no-flow: plain Python).")
+    ] = True,
+) -> None:
+    """Evaluate a model version on the test sets (three-sphere protocol, envmap, material,
+    re-render, stochasticity; baselines); log to MLflow and update the `champion` alias."""
+    import json
+
+    from pipeline.flows.evaluate import evaluate as evaluate_flow
+    from pipeline.flows.evaluate import run_evaluation
+
+    if flow:
+        summary = evaluate_flow(str(params), model, obsnet, str(out))
+    else:
+        from pipeline.config import load_params
+
+        summary = run_evaluation(load_params(params), model, obsnet, out)
+    for test_set, methods in summary.items():
+        values = ", ".join(f"{m} {v['mirror_si_rmse']:.4g}" for m, v in methods.items())
+        print(f"{test_set}: mirror si-RMSE {values}")
+    champion = out / "champion.json"
+    if champion.exists():
+        print(json.loads(champion.read_text())["decision"])
+
+
+@app.command("report")
+def report(
+    eval_dir: Annotated[
+        Path | None, typer.Option("--eval", help="What `evaluate` wrote (report.eval_dir).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: report.out_dir).")] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml with the report section.")] = None,
+) -> None:
+    """Write reports/report.html (self-contained) and reports/report.md from an evaluation."""
+    from pipeline.report import build_report
+
+    section = _section("report", params)
+    eval_dir = eval_dir or Path(section.get("eval_dir", "eval"))
+    out = out or Path(section.get("out_dir", "reports"))
+    html_path, md_path = build_report(eval_dir, out)
+    print(f"{html_path}\n{md_path}")
+
+
+@app.command("relight")
+def relight(
+    envmap: Annotated[Path, typer.Option(help="Environment map (.exr/.hdr), e.g. an estimate's envmap.exr.")],
+    material: Annotated[str, typer.Option(help="Material z: metallic,R,G,B,roughness,specular in [0, 1].")],
+    out: Annotated[Path, typer.Option(help="Rendered image (.exr, linear).")],
+    mesh: Annotated[Path | None, typer.Option(help="Object mesh (.obj/.ply).")] = None,
+    shape: Annotated[
+        str | None, typer.Option(help="Built-in shape: sphere, ellipsoid, superquadric, blob.")
+    ] = None,
+    preview: Annotated[
+        Path | None, typer.Option(help="Also write a tonemapped RGBA PNG (alpha = mask).")
+    ] = None,
+    res: Annotated[int, typer.Option(help="Image side, pixels.")] = 256,
+    spp: Annotated[int, typer.Option(help="Samples per pixel.")] = 64,
+    seed: Annotated[int, typer.Option(help="Render seed (and the built-in shape's seed).")] = 0,
+    camera: Annotated[str, typer.Option(help="orthographic or perspective.")] = "orthographic",
+) -> None:
+    """Render an object with a new material under an (estimated) environment map (Mitsuba)."""
+    from pipeline.cli.render import parse_material
+    from rendering.envmap import read_envmap
+    from rendering.relight import check_exr_path, load_shape, write_relit
+    from rendering.relight import relight as render
+
+    check_exr_path(out)
+    z = parse_material(material)
+    light = read_envmap(envmap)
+    obj = render(light, load_shape(mesh, shape, seed), z, res=res, spp=spp, seed=seed, camera=camera)
+    for path in write_relit(obj, out, preview):
+        print(path)

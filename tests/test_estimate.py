@@ -1,0 +1,181 @@
+"""`drmnet estimate`: an object image → N samples of envmap and material, written as files, and
+friendly errors for every kind of bad input. Tiny untrained networks: the point is the plumbing
+(intensity handling, determinism, file layout, error paths), not the quality of the answer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RES = 16  # refmap resolution of the tiny models
+MATERIAL = np.array([0.2, 0.8, 0.5, 0.3, 0.35, 0.5], dtype=np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """The tiny networks run faster on one thread than on several competing for two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_tiny_models(directory: Path, res: int = RES, seed: int = 0) -> tuple[Path, Path]:
+    """Untrained tiny DRMNet and ObsNet checkpoint directories (config.json + ema.safetensors)."""
+    import torch
+
+    from models.config import DiffusionConfig, DRMConfig, DRMNetConfig, ObsNetConfig, UNetConfig
+    from models.weights import CONFIG_FILE, WEIGHTS_FILE, build_networks, save_config, save_weights
+
+    torch.manual_seed(seed)
+    unet = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(), head_channels=8)
+    configs = {
+        "drmnet": DRMNetConfig(resolution=res, illnet=unet, refnet=unet, drm=DRMConfig(max_steps=4)),
+        "obsnet": ObsNetConfig(resolution=res, unet=unet, diffusion=DiffusionConfig(sampling_steps=3)),
+    }
+    for name, config in configs.items():
+        save_weights(directory / name / WEIGHTS_FILE, build_networks(config))
+        save_config(directory / name / CONFIG_FILE, config)
+    return directory / "drmnet", directory / "obsnet"
+
+
+def studio_envmap(height: int = 16) -> np.ndarray:
+    from rendering.procedural_envmaps import make_envmap
+
+    return make_envmap("studio", 3, height)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Tiny models and an object rendered under a studio envmap, saved as `drmnet estimate` reads it."""
+    from rendering.objects import render_object, save_object
+    from rendering.shapes import make_shape
+
+    root = tmp_path_factory.mktemp("estimate")
+    drmnet, obsnet = save_tiny_models(root / "models")
+    obj = render_object(studio_envmap(), make_shape("blob", 1), MATERIAL, res=40, spp=8, seed=0)
+    save_object(root / "object", obj)
+    return {"root": root, "drmnet": drmnet, "obsnet": obsnet, "object": root / "object", "obj": obj}
+
+
+def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """Run `drmnet ARGS` in this process through the real entry point; (exit code, output)."""
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["drmnet", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    code = exit_info.value.code
+    return (0 if code is None else int(code)), captured.out + captured.err
+
+
+def test_estimate_writes_every_sample_and_their_mean_and_spread(workspace, monkeypatch, capsys):
+    from rendering.hdrio import read_hdr
+
+    out = workspace["root"] / "out"
+    obj_dir = workspace["object"]
+    args = ["estimate", obj_dir / "image.exr", obj_dir / "normals.npy", obj_dir / "mask.png", "--out", out]
+    args += ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"], "--samples", 3, "--res", 8]
+    code, output = run_cli(args, monkeypatch, capsys)
+    assert code == 0, output
+
+    envmaps = []
+    for i in range(3):
+        sample = out / f"sample_{i}"
+        envmap = read_hdr(sample / "envmap.exr")
+        assert envmap.shape == (8, 16, 3) and np.isfinite(envmap).all() and (envmap >= 0).all()
+        envmaps.append(envmap)
+        assert read_hdr(sample / "mirror.exr").shape == (RES, RES, 3)
+        record = json.loads((sample / "material.json").read_text())
+        assert len(record["z"]) == 6 and all(0.0 <= v <= 1.0 for v in record["z"])
+        for name in ("envmap.png", "material_sphere.png", "completed.exr"):
+            assert (sample / name).stat().st_size > 0
+    np.testing.assert_allclose(
+        read_hdr(out / "envmap_mean.exr"), np.mean(envmaps, axis=0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        read_hdr(out / "envmap_std.exr"), np.std(envmaps, axis=0), rtol=1e-4, atol=1e-6
+    )
+    for name in ("overview.png", "envmap_valid.png", "observed.exr", "envmap_mean.png", "envmap_std.png"):
+        assert (out / name).stat().st_size > 0
+    legend = json.loads((out / "overview.json").read_text())
+    assert {"input image", "observed refmap", "envmap sample 2", "envmap std (same exposure)"} <= {
+        tile["label"] for tile in legend["tiles"]
+    }
+    summary = json.loads((out / "estimate.json").read_text())
+    assert len(summary["samples"]) == 3 and summary["envmap_height"] == 8
+
+
+def test_estimates_are_reproducible_and_in_the_units_of_the_input(workspace):
+    """Same seed → same samples; an image k times brighter → envmaps k times brighter (the
+    networks' intensity normalisation is undone) and the same materials."""
+    from models.estimator import Estimator
+    from pipeline.estimate import EstimateSettings, estimate_image
+
+    estimator = Estimator.from_directories(workspace["drmnet"], workspace["obsnet"])
+    obj = workspace["obj"]
+    settings = EstimateSettings(samples=2, seed=5, envmap_height=8)
+    first = estimate_image(estimator, obj.image, obj.normals, obj.mask, settings)
+    again = estimate_image(estimator, obj.image, obj.normals, obj.mask, settings)
+    np.testing.assert_array_equal(first.envmaps, again.envmaps)
+    np.testing.assert_array_equal(first.materials, again.materials)
+
+    brighter = estimate_image(estimator, 40.0 * obj.image, obj.normals, obj.mask, settings)
+    np.testing.assert_allclose(brighter.envmaps, 40.0 * first.envmaps, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(brighter.materials, first.materials, atol=1e-4)
+
+
+def _bad_inputs(root: Path, obj) -> dict[str, tuple[list, str]]:
+    """name → (the files given to `drmnet estimate`, a phrase the error must contain)."""
+    from rendering.hdrio import write_exr, write_png
+
+    bad = root / "bad"
+    bad.mkdir(exist_ok=True)
+    good_image, good_normals = root / "object" / "image.exr", root / "object" / "normals.npy"
+    write_exr(bad / "small.exr", obj.image[:20])
+    nan_image = obj.image.copy()
+    nan_image[obj.mask.nonzero()[0][0], obj.mask.nonzero()[1][0]] = np.nan
+    write_exr(bad / "nan.exr", nan_image)
+    np.save(bad / "long_normals.npy", obj.normals * 1.5)
+    write_png(bad / "empty_mask.png", np.zeros(obj.mask.shape, np.uint8))
+    tiny = np.zeros(obj.mask.shape, np.uint8)
+    tiny[18:22, 18:22] = 255  # a few pixels survive the erosion: too few refmap bins
+    write_png(bad / "tiny_mask.png", tiny)
+    write_png(bad / "ldr.png", (np.clip(obj.image, 0, 1) * 255).astype(np.uint8))
+    return {
+        "shapes differ": ([bad / "small.exr", good_normals], "does not match"),
+        "NaN pixels": ([bad / "nan.exr", good_normals], "NaN"),
+        "non-unit normals": ([good_image, bad / "long_normals.npy"], "non-unit normals"),
+        "empty mask": ([good_image, good_normals, bad / "empty_mask.png"], "empty"),
+        "tiny mask": ([good_image, good_normals, bad / "tiny_mask.png"], "too small"),
+        "LDR PNG image": ([bad / "ldr.png", good_normals], "LDR"),
+        "missing file": ([bad / "nothing.exr", good_normals], "does not exist"),
+    }
+
+
+def test_each_bad_input_is_named_and_exits_with_code_2(workspace, monkeypatch, capsys):
+    models = ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"]]
+    for name, (files, phrase) in _bad_inputs(workspace["root"], workspace["obj"]).items():
+        out = workspace["root"] / "bad_out" / name.replace(" ", "_")
+        code, output = run_cli(["estimate", *files, "--out", out, *models], monkeypatch, capsys)
+        assert code == 2, f"{name}: exit {code}\n{output}"
+        assert output.startswith("error: ") and phrase in output, f"{name}: {output}"
+        assert str(files[-1].name) in output or str(files[0].name) in output, (
+            f"{name} names no file: {output}"
+        )
+        assert not (out / "estimate.json").exists()
+
+
+def test_a_model_that_does_not_exist_is_named(workspace, monkeypatch, capsys):
+    obj_dir = workspace["object"]
+    missing = workspace["root"] / "no_such_model"
+    args = ["estimate", obj_dir / "image.exr", obj_dir / "normals.npy", "--out", workspace["root"] / "x"]
+    code, output = run_cli([*args, "--model", missing, "--obsnet", "none"], monkeypatch, capsys)
+    assert code == 2 and "no_such_model" in output, output

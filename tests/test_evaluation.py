@@ -1,0 +1,199 @@
+"""Evaluation: the protocol spheres, relighting, the baselines, and the whole evaluation of a
+registered model (test shards → metrics.json / per_sample.csv → MLflow → the champion alias)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_estimate import RES, save_tiny_models, single_torch_thread  # noqa: F401  (fixture)
+
+
+def test_protocol_spheres_under_a_constant_envmap():
+    """Under uniform light L a perfect mirror shows L everywhere and a Lambertian sphere of
+    albedo ρ shows ρ·L (a convex sphere sees the whole upper hemisphere)."""
+    from rendering.spheres import render_spheres, sphere_mask
+
+    light = np.full((8, 16, 3), [2.0, 1.0, 0.5], dtype=np.float32)
+    spheres = render_spheres(light, res=24, spp=32, seed=0)
+    mask = sphere_mask(24)
+    np.testing.assert_allclose(
+        spheres["mirror"][mask], np.broadcast_to([2.0, 1.0, 0.5], (mask.sum(), 3)), rtol=1e-4
+    )
+    np.testing.assert_allclose(spheres["diffuse"][mask].mean(axis=0), [1.0, 0.5, 0.25], rtol=0.05)
+    assert np.isfinite(spheres["matte_silver"]).all()
+
+
+def test_mirror_sphere_is_seen_from_the_viewer_side():
+    """The mirror sphere's centre reflects the direction toward the camera (+z, the envmap's
+    centre column), its right side +x (u = 0.25) and its top +y (row 0)."""
+    from rendering.envmap import pixel_directions
+    from rendering.spheres import render_sphere
+
+    directions = pixel_directions(32)
+    envmap = np.clip(directions, 0, None).astype(np.float32)  # red = +x, green = +y, blue = +z
+    image = render_sphere(envmap, "mirror", res=33, spp=4)
+    assert np.argmax(image[16, 16]) == 2  # centre: +z
+    assert np.argmax(image[16, 27]) == 0  # right: +x (reflected about a normal pointing right)
+    assert np.argmax(image[5, 16]) == 1  # top: +y
+
+
+def test_baselines_of_a_fully_observed_mirror_are_exact():
+    """When the observed refmap is a complete mirror refmap, the "observed as mirror" baseline
+    recovers the envmap: all its metrics are ~0 apart from the invalid rim."""
+    from test_estimate import studio_envmap
+
+    from pipeline import metrics
+    from pipeline.estimate import Estimation
+    from pipeline.evaluation import baseline_outputs
+    from rendering.refmap import envmap_to_mirror, mirror_to_envmap
+
+    envmap = studio_envmap(16)
+    mirror = envmap_to_mirror(envmap, RES)
+    recovered, valid = mirror_to_envmap(mirror, 16)
+    ones = np.ones((RES, RES), bool)
+    estimation = Estimation(
+        observed=mirror, observed_mask=ones, completed=mirror[None], mirrors=mirror[None],
+        materials=np.ones((1, 6), np.float32), envmaps=recovered[None], valid=valid,
+        steps=np.zeros(1), converged=np.ones(1, bool),
+    )  # fmt: skip
+    outputs = baseline_outputs(estimation, 16)
+    np.testing.assert_allclose(outputs["observed_mirror"].mirrors[0], mirror)
+    assert metrics.si_rmse(outputs["observed_mirror"].mirrors[0], mirror, channel_axis=0) < 1e-6
+    constant = outputs["constant_mean"].envmaps[0]
+    np.testing.assert_allclose(constant, np.broadcast_to(mirror.mean(axis=(1, 2)), constant.shape), rtol=1e-6)
+
+
+def test_relight_renders_an_object_with_a_new_material(tmp_path, monkeypatch, capsys):
+    from test_estimate import run_cli, studio_envmap
+
+    from rendering.hdrio import read_hdr, write_exr
+
+    write_exr(tmp_path / "light.exr", studio_envmap(16))
+    args = ["relight", "--envmap", tmp_path / "light.exr", "--shape", "ellipsoid", "--material"]
+    args += ["1,0.9,0.6,0.5,0.3,0.5", "--out", tmp_path / "relit.exr", "--preview", tmp_path / "relit.png"]
+    code, output = run_cli([*args, "--res", 24, "--spp", 4], monkeypatch, capsys)
+    assert code == 0, output
+    image = read_hdr(tmp_path / "relit.exr")
+    assert image.shape == (24, 24, 3) and np.isfinite(image).all() and image.max() > 0
+    assert (tmp_path / "relit.png").stat().st_size > 0
+    code, output = run_cli([*args[:-4], "--out", tmp_path / "relit.png"], monkeypatch, capsys)
+    assert code == 2 and ".exr" in output
+    code, output = run_cli([*args[:5], "2,0,0,0,0,0", "--out", tmp_path / "r.exr"], monkeypatch, capsys)
+    assert code == 2 and "--material" in output
+
+
+# -- the whole evaluation ------------------------------------------------------------------------
+
+
+def make_test_data(root: Path) -> dict:
+    """A test split made the way the dataset stage makes it, tiny: studio envmaps (the envmap
+    split function) and two principled test samples in one shard (the sample function and the
+    shard writer). Returns the params.yaml-like dict the data follows, with an evaluate section."""
+    from pipeline.samples import make_sample, plan_sample, settings_from_params
+    from pipeline.shards import sample_key, shard_name, write_shard
+    from pipeline.splits import make_envmap_splits, split_envmap_ids, split_envmap_path
+    from rendering.envmap import read_envmap
+
+    params = {
+        "profile": "tiny",
+        "profiles": {"tiny": {"refmap_res": RES, "spp": 16}},
+        "envmaps": {"n": 5, "seed": 0, "kinds": {"studio": 1.0}, "res": 16},
+        "envmaps_split": {"seed": 0, "proportions": {"train": 0.6, "val": 0.2, "test": 0.2}},
+        "dataset": {"samples": {"drmnet": {"test": 2}}, "object_res": 40, "object_spp": 8, "shapes": ["blob"]},  # noqa: E501
+        "evaluate": {
+            "shards": str(root / "shards"), "envmaps": str(root / "envmaps"), "items": 1, "samples": 2,
+            "envmap_height": 8, "sphere_res": 16, "sphere_spp": 4, "rerender_spp": 4, "gallery": 1,
+            "relight_res": 16, "relight_spp": 2, "measured_materials": 1, "object_res": 40, "object_spp": 8,
+        },
+    }  # fmt: skip
+    make_envmap_splits(params, root / "envmaps")
+    ids = split_envmap_ids(root / "envmaps", "test")
+    settings = settings_from_params(params)
+    samples = []
+    for index in range(2):
+        plan = plan_sample(settings, "drmnet", "test", index, ids)
+        envmap = read_envmap(split_envmap_path(root / "envmaps", "test", plan.envmap_id))
+        samples.append((sample_key("drmnet", "test", index), make_sample(plan, envmap, settings)))
+    write_shard(root / "shards" / "drmnet" / "test" / shard_name("drmnet", "test", 0), samples)
+    return params
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """Two registered DRMNet versions (with one registered ObsNet) evaluated one after the other,
+    in an MLflow store of their own (working directory and tracking URI inside a temp dir)."""
+    from pipeline.flows.evaluate import run_evaluation
+    from pipeline.registry import register_model
+
+    root = tmp_path_factory.mktemp("evaluation")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # mlartifacts/ lands here
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        params = make_test_data(root)
+        drmnet_1, obsnet = save_tiny_models(root / "v1", seed=1)
+        drmnet_2, _ = save_tiny_models(root / "v2", seed=2)
+        versions = [register_model("drmnet", directory) for directory in (drmnet_1, drmnet_2)]
+        register_model("obsnet", obsnet)
+        params["evaluate"]["obsnet"] = "models:/obsnet@candidate"
+        runs = []
+        for version in versions:
+            out = root / f"eval_v{version}"
+            summary = run_evaluation(params, model=f"models:/drmnet/{version}", out_dir=out)
+            runs.append({"version": version, "out": out, "summary": summary})
+        yield {"root": root, "params": params, "runs": runs}
+
+
+def test_evaluation_writes_metrics_for_every_method_and_test_set(evaluated):
+    out = evaluated["runs"][0]["out"]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary) == {"principled", "measured"}
+    for methods in summary.values():
+        assert set(methods) == {"drmnet", "drmnet_mean", "observed_mirror", "constant_mean"}
+        for method, values in methods.items():
+            assert all(math.isfinite(v) for v in values.values()), method
+            for sphere in ("mirror", "matte_silver", "diffuse"):
+                assert values[f"{sphere}_si_rmse"] <= values[f"{sphere}_rmse"] + 1e-9
+                assert 0.0 <= values[f"{sphere}_angular"] <= 180.0
+        assert 0.0 <= methods["drmnet"]["calibration"] <= 1.0 and methods["drmnet"]["spread"] >= 0.0
+    with open(out / "per_sample.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 2 * 4  # one principled + one measured sample, four methods
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["models"]["drmnet"]["version"] == evaluated["runs"][0]["version"]
+    assert provenance["data"]["measured"]["source"].startswith("rendered")
+    gallery = sorted(p.parent.name for p in (out / "gallery").glob("*/*/gallery.json"))
+    assert len(gallery) == 2
+
+
+def test_metrics_are_logged_and_champion_follows_the_primary_metric(evaluated):
+    from pipeline.flows.evaluate import _client
+
+    client = _client()
+    first, second = evaluated["runs"]
+    decision_1 = json.loads((first["out"] / "champion.json").read_text())
+    assert decision_1["promoted"] and decision_1["previous"] is None
+    value_1 = first["summary"]["principled"]["drmnet"]["mirror_si_rmse"]
+    value_2 = second["summary"]["principled"]["drmnet"]["mirror_si_rmse"]
+    decision_2 = json.loads((second["out"] / "champion.json").read_text())
+    assert decision_2["promoted"] == (value_2 < value_1)
+    champion = client.get_model_version_by_alias("drmnet", "champion").version
+    assert str(champion) == (second["version"] if value_2 < value_1 else first["version"])
+    assert str(client.get_model_version_by_alias("obsnet", "champion").version) == "1"  # the pair evaluated
+
+    run = client.get_run(client.get_model_version("drmnet", first["version"]).run_id)
+    assert run.data.metrics["eval.principled.drmnet.mirror_si_rmse"] == pytest.approx(value_1)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/metrics.json", "evaluation/per_sample.csv"} <= artifacts
+
+
+def test_evaluating_a_model_version_that_does_not_exist_is_an_input_error(evaluated):
+    from pipeline.flows.evaluate import run_evaluation
+    from rendering.errors import InputError
+
+    with pytest.raises(InputError, match="drmnet/99"):
+        run_evaluation(evaluated["params"], model="models:/drmnet/99", out_dir=evaluated["root"] / "nope")
