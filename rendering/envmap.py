@@ -1,10 +1,15 @@
 """Environment maps: validation, the direction ↔ pixel convention, energy-preserving resampling
 and azimuthal rotation (DESIGN.md §3.2).
 
-An envmap is float32 (H, 2H, 3), linear HDR RGB, finite and ≥ 0. Pixel (row, col) covers
-u = (col + ½)/W, v = (row + ½)/H with Mitsuba's ``envmap`` emitter convention (identity
-``to_world``): row 0 is +y (zenith), u = 0.5 is +z (toward the viewer), u = 0.25 is +x, and the
-left/right edge is −z (behind the object).
+An envmap is float32 (H, 2H, 3), linear HDR RGB, finite and ≥ 0, read exactly as Mitsuba's
+``envmap`` emitter (identity ``to_world``) reads it: u = 0.5 is +z (toward the viewer),
+u = 0.25 is +x, the left/right edge is −z (behind the object), v = 0 is +y (zenith).
+
+Texel positions follow the emitter too (measured on Mitsuba 3.9): columns are cell-centred,
+u = (col + ½)/W, but rows are vertex-centred, v = row/(H − 1), so row 0 *is* the zenith and the
+last row the nadir. Row r therefore stands for the latitude band θ ∈ [π(r − ½)/(H − 1),
+π(r + ½)/(H − 1)] clipped to [0, π] (half bands at the poles): :func:`row_edges`. Every
+per-texel direction, solid angle and resampling weight in the project comes from here.
 """
 
 from __future__ import annotations
@@ -63,20 +68,31 @@ def direction_to_uv(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
-def pixel_directions(height: int) -> np.ndarray:
-    """Unit direction at the centre of every pixel of an (height, 2·height) envmap: (H, 2H, 3)."""
+def pixel_uv(height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) of every texel of an (height, 2·height) envmap, each (H, 2H), as the emitter places them."""
+    if height < 2:
+        raise ValueError(f"an envmap needs at least 2 rows, got {height}")
     width = 2 * height
     u = (np.arange(width) + 0.5) / width
-    v = (np.arange(height) + 0.5) / height
-    uu, vv = np.meshgrid(u, v)
-    return uv_to_direction(uu, vv)
+    v = np.arange(height) / (height - 1)
+    return np.meshgrid(u, v)
+
+
+def pixel_directions(height: int) -> np.ndarray:
+    """Unit direction of every texel of an (height, 2·height) envmap: (H, 2H, 3)."""
+    return uv_to_direction(*pixel_uv(height))
+
+
+def row_edges(height: int) -> np.ndarray:
+    """Polar angles θ (H + 1,) bounding the latitude band each texel row stands for."""
+    return np.clip(np.pi * (np.arange(height + 1) - 0.5) / (height - 1), 0.0, np.pi)
 
 
 def pixel_solid_angles(height: int) -> np.ndarray:
-    """Exact solid angle of each pixel row of an (height, 2·height) envmap: (H,). Sums to 4π·…/W."""
-    width = 2 * height
-    edges = np.linspace(0.0, np.pi, height + 1)
-    return (np.cos(edges[:-1]) - np.cos(edges[1:])) * (2.0 * np.pi / width)
+    """Solid angle of one texel in each row of an (height, 2·height) envmap: (H,). A row sums to
+    its band; all texels together cover 4π."""
+    edges = row_edges(height)
+    return (np.cos(edges[:-1]) - np.cos(edges[1:])) * (2.0 * np.pi / (2 * height))
 
 
 def _overlap_matrix(src_edges: np.ndarray, dst_edges: np.ndarray, measure) -> np.ndarray:
@@ -97,9 +113,7 @@ def resample_envmap(envmap: np.ndarray, height: int) -> np.ndarray:
     if src_h == height and src_w == 2 * height:
         return envmap.copy()
     # Rows: the solid angle of a latitude band is ∝ −cos θ; columns: ∝ φ.
-    rows = _overlap_matrix(
-        np.linspace(0, np.pi, src_h + 1), np.linspace(0, np.pi, height + 1), lambda t: -np.cos(t)
-    )
+    rows = _overlap_matrix(row_edges(src_h), row_edges(height), lambda t: -np.cos(t))
     cols = _overlap_matrix(np.linspace(0, 1, src_w + 1), np.linspace(0, 1, 2 * height + 1), lambda x: x)
     out = np.einsum("ij,jkc,lk->ilc", rows, envmap.astype(np.float64), cols)
     return np.maximum(out, 0.0).astype(np.float32)

@@ -21,9 +21,9 @@ View azimuth φ (the camera turned about +y) is applied by rotating the shading 
 envmap's frame, R_y(φ)·n and R_y(φ)·v: the same as rendering ``rotate_envmap(envmap, -φ)`` at
 azimuth 0 (``tests/test_refmap.py`` checks it), with one envmap for the whole batch.
 
-Mitsuba's ``envmap`` emitter places texel rows at v = row/(H − 1) (row 0 *is* the zenith), not at
-cell centres: :func:`envmap_texel_directions`. The mirror ↔ envmap conversion uses that
-convention so that rendering a recovered envmap reproduces its refmap.
+Envmap texels sit where Mitsuba's ``envmap`` emitter holds them (rows at v = row/(H − 1), row 0
+*is* the zenith): :func:`rendering.envmap.pixel_directions`. The mirror ↔ envmap conversion uses
+that convention so that rendering a recovered envmap reproduces its refmap.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from rendering.direct_lighting import BSDFTechnique, GGXTechnique, estimate, shading_point
-from rendering.envmap import validate_envmap
+from rendering.envmap import pixel_directions, validate_envmap
 from rendering.errors import InputError
 from rendering.sobol import sample_pattern
 from rendering.variant import ensure_variant
@@ -223,7 +223,7 @@ def envmap_to_mirror(envmap: np.ndarray, res: int) -> np.ndarray:
 def mirror_to_envmap(refmap: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Envmap from a mirror refmap (DESIGN.md §3.2): (envmap (H, 2H, 3) float32, valid (H, 2H) bool).
 
-    For each envmap texel direction d (Mitsuba's emitter convention, :func:`envmap_texel_directions`)
+    For each envmap texel direction d (Mitsuba's emitter convention, ``pixel_directions``)
     the refmap divided by :func:`mirror_basis` is read bilinearly at n = normalize(d + v).
     ``valid`` is False where n·v < RIM_COS (directions within ~157°–180° of the viewer, which only
     the refmap's rim shows); those texels still hold the clamped rim values. Negative refmap
@@ -233,7 +233,7 @@ def mirror_to_envmap(refmap: np.ndarray, height: int) -> tuple[np.ndarray, np.nd
     height = _check_res(height)
     res = refmap.shape[-1]
     radiance = refmap / mirror_basis(res)
-    d = envmap_texel_directions(height).astype(np.float64)
+    d = pixel_directions(height).astype(np.float64)
     n = d + np.array([0.0, 0.0, 1.0])
     n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
     row, col = _normal_to_pixel(n, res)
@@ -244,21 +244,6 @@ def mirror_to_envmap(refmap: np.ndarray, height: int) -> tuple[np.ndarray, np.nd
     )
     valid = n[..., 2] >= RIM_COS
     return np.maximum(envmap, 0.0).astype(np.float32), valid
-
-
-def envmap_texel_directions(height: int) -> np.ndarray:
-    """Directions (H, 2H, 3) at which Mitsuba's ``envmap`` emitter holds each texel's exact value.
-
-    Columns are cell-centred, u = (col + ½)/W, but rows are vertex-centred, v = row/(H − 1):
-    row 0 is the zenith itself and the last row the nadir (measured on Mitsuba 3.9's emitter).
-    """
-    height = _check_res(height)
-    u = (np.arange(2 * height) + 0.5) / (2 * height)
-    v = np.arange(height) / (height - 1)
-    phi, theta = 2.0 * np.pi * u[None, :], np.pi * v[:, None]
-    return np.stack(
-        np.broadcast_arrays(np.sin(theta) * np.sin(phi), np.cos(theta), -np.sin(theta) * np.cos(phi)), axis=-1
-    )
 
 
 def _normal_to_pixel(n: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ from rendering.refmap import (
     MIRROR,
     RIM_COS,
     PrincipledLanes,
-    envmap_texel_directions,
     envmap_to_mirror,
     mirror_basis,
     mirror_to_envmap,
@@ -191,7 +190,7 @@ def test_white_environment_mirror_is_its_basis_and_rough_metals_gain_no_energy()
 @pytest.mark.parametrize("direction", [[0.5, 0.6, 0.62], [-0.8, -0.2, 0.1], [0.3, 0.4, -0.6]])
 def test_small_light_lights_the_predicted_mirror_pixel(direction):
     height, res = 32, 32
-    texels = envmap_texel_directions(height)
+    texels = pixel_directions(height)
     target = np.asarray(direction) / np.linalg.norm(direction)
     row, col = np.unravel_index(np.argmax(texels @ target), texels.shape[:2])
     env = np.zeros((height, 2 * height, 3), dtype=np.float32)
@@ -225,7 +224,7 @@ def test_mirror_round_trip_recovers_a_band_limited_envmap():
     height, res = 32, 64
     # An envmap sampled from a smooth function at Mitsuba's own texel directions, i.e. already
     # band-limited below the refmap's resolution (2π/R ≈ 5.6° in reflected direction).
-    env = smooth_radiance(envmap_texel_directions(height)).astype(np.float32)
+    env = smooth_radiance(pixel_directions(height)).astype(np.float32)
     back, valid = mirror_to_envmap(envmap_to_mirror(env, res), height)
     assert back.shape == env.shape and valid.shape == env.shape[:2]
     # Two bilinear interpolations (Mitsuba's envmap lookup, then the refmap lookup) of lobes a
@@ -233,7 +232,7 @@ def test_mirror_round_trip_recovers_a_band_limited_envmap():
     error = np.abs(back - env) / env
     assert error[valid].mean() < 0.015 and error[valid].max() < 0.05
     # The mask is the rim criterion n·v ≥ RIM_COS: behind the object is invalid, in front valid.
-    texels = envmap_texel_directions(height)
+    texels = pixel_directions(height)
     n_dot_v = np.sqrt(np.maximum(texels[..., 2] + 1, 0) / 2)
     np.testing.assert_array_equal(valid, n_dot_v >= RIM_COS)
     assert valid[height // 2, height] and not valid[height // 2, 0]

@@ -1,0 +1,290 @@
+"""Image → observed reflectance map: bin an object's pixels by their surface normal.
+
+An object of known geometry seen along −z shows, at each pixel, the radiance reflected toward the
+viewer by a surface point with normal ``n``. A refmap (DESIGN.md §3.1) is exactly that quantity on
+a latitude–longitude grid of normals, so the observation is the image re-indexed by normal:
+
+    el = asin(n_y),  az = atan2(n_x, n_z)
+    row = floor((π/2 − el) / π · R),  col = floor((az + π/2) / π · R)
+
+Each refmap pixel (bin) holds the per-channel MEDIAN of the image pixels whose normals fall in it
+(robust to the few pixels at creases, specks and silhouette mix-ups); bins no pixel reaches stay 0
+and ``observed`` is False there. The conversion assumes an orthographic view (the view direction
+is +z at every pixel), as the refmap itself does.
+
+Checks (InputError naming the array or the file): shapes must agree; normals inside the mask must
+be finite and unit length within ``NORMAL_TOLERANCE`` (| ‖n‖ − 1 | ≤ 0.01); the image must be
+finite; the mask must keep at least ``MIN_OBSERVED_FRACTION`` of the R² bins after erosion.
+Linear HDR is required: an 8-bit image passed as an array is refused (its encoding is unknown); an
+8-bit/16-bit PNG *file* is accepted by :func:`load_observation_files` with a warning and decoded
+with the sRGB transfer curve (clipped highlights then make the observation unreliable); a float
+image whose values are all multiples of 1/255 in [0, 1] is a display image saved as HDR and is
+refused.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from rendering.errors import InputError
+
+NORMAL_TOLERANCE = 0.01  # allowed | ‖n‖ − 1 | for a normal inside the mask
+MIN_OBSERVED_FRACTION = 0.01  # fewer observed bins than this fraction of R² is refused
+MIN_OBSERVED_BINS = 4
+
+
+class LDRImageWarning(UserWarning):
+    """An 8-bit display image was used as an observation: highlights are clipped, values decoded."""
+
+
+def erode_mask(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
+    """Binary erosion with a 3×3 square, ``iterations`` times; pixels outside the image count as
+    outside the mask. (H, W) bool → (H, W) bool."""
+    mask = np.asarray(mask, dtype=bool)
+    for _ in range(iterations):
+        padded = np.pad(mask, 1, constant_values=False)
+        height, width = mask.shape
+        out = np.ones_like(mask)
+        for dy in range(3):
+            for dx in range(3):
+                out &= padded[dy : dy + height, dx : dx + width]
+        mask = out
+    return mask
+
+
+def normal_to_bin(normals: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals (N, 3) in the camera frame → refmap (row, col) indices (N,), each in [0, R)."""
+    n = np.asarray(normals, dtype=np.float64)
+    el = np.arcsin(np.clip(n[:, 1], -1.0, 1.0))
+    az = np.arctan2(n[:, 0], n[:, 2])
+    row = np.floor((np.pi / 2 - el) / np.pi * res).astype(np.int64)
+    col = np.floor((az + np.pi / 2) / np.pi * res).astype(np.int64)
+    return np.clip(row, 0, res - 1), np.clip(col, 0, res - 1)
+
+
+def _segment_medians(bins: np.ndarray, values: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median of ``values`` (N,) within each bin id of ``bins`` (N,); no loop over bins or pixels.
+
+    Sort by (bin, value); each bin is then a contiguous run whose middle element(s) are its median.
+    Returns (medians (n_bins,), counts (n_bins,)); empty bins get 0.
+    """
+    order = np.lexsort((values, bins))
+    sorted_values = values[order]
+    counts = np.bincount(bins, minlength=n_bins)
+    starts = np.cumsum(counts) - counts
+    medians = np.zeros(n_bins, dtype=np.float64)
+    filled = counts > 0
+    lo = starts[filled] + (counts[filled] - 1) // 2
+    hi = starts[filled] + counts[filled] // 2
+    medians[filled] = 0.5 * (sorted_values[lo] + sorted_values[hi])
+    return medians, counts
+
+
+def _check_image(image: np.ndarray, mask: np.ndarray, source: object) -> np.ndarray:
+    if image.dtype == np.uint8 or image.dtype == np.uint16:
+        raise InputError(
+            source,
+            f"is an integer ({image.dtype}) image, i.e. display-encoded LDR; the observation must be linear "
+            "HDR radiance (float). Convert it to linear float first (or pass the PNG file to "
+            "load_observation_files, which decodes sRGB with a warning)",
+        )
+    image = image.astype(np.float32, copy=False)
+    inside = image[mask]
+    bad = int((~np.isfinite(inside)).sum())
+    if bad:
+        raise InputError(source, f"has {bad} NaN/Inf values inside the mask; the image must be finite")
+    if inside.size and float(inside.max()) <= 1.0 and float(inside.min()) >= 0.0:
+        scaled = inside * 255.0
+        distinct = np.unique(inside).size
+        if distinct > 16 and np.all(np.abs(scaled - np.round(scaled)) < 1e-4):
+            raise InputError(
+                source,
+                "every value is a multiple of 1/255 in [0, 1]: this is an 8-bit display image saved as HDR, "
+                "which cannot be linear radiance (gamma-encoded, highlights clipped); use the camera's "
+                "linear HDR output",
+            )
+    negative = int((inside < 0).sum())
+    if negative:
+        warnings.warn(f"{source}: {negative} negative values inside the mask were clipped to 0", stacklevel=3)
+    return image
+
+
+def _check_normals(normals: np.ndarray, mask: np.ndarray, source: object) -> np.ndarray:
+    normals = normals.astype(np.float32, copy=False)
+    inside = normals[mask]
+    nonfinite = ~np.isfinite(inside).all(axis=1)
+    if nonfinite.any():
+        raise InputError(source, f"has {int(nonfinite.sum())} NaN/Inf normals inside the mask")
+    length = np.linalg.norm(inside.astype(np.float64), axis=1)
+    off = np.abs(length - 1.0) > NORMAL_TOLERANCE
+    if off.any():
+        worst = float(length[off][np.argmax(np.abs(length[off] - 1.0))])
+        raise InputError(
+            source,
+            f"has {int(off.sum())} non-unit normals inside the mask (e.g. length {worst:.4g}; "
+            f"tolerance ±{NORMAL_TOLERANCE}); normals must be unit camera-frame vectors",
+        )
+    return normals
+
+
+def image_to_refmap(
+    image: np.ndarray,
+    normals: np.ndarray,
+    mask: np.ndarray,
+    res: int = 128,
+    erode: int = 1,
+    sources: tuple[object, object, object] = ("image", "normals", "mask"),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin an object image by its normals into an observed refmap.
+
+    image (H, W, 3) linear HDR; normals (H, W, 3) unit camera-frame normals (x right, y up, z toward
+    the viewer); mask (H, W) bool. ``erode`` 3×3 erosions of the mask drop the silhouette pixels,
+    whose colour mixes object and background and whose normals are the least reliable. Pixels whose
+    normal faces away from the camera (n_z ≤ 0) are ignored. ``sources`` names the three inputs in
+    error messages (file paths when called from files).
+
+    Returns (refmap (3, R, R) float32, observed (R, R) bool); unobserved bins are 0.
+    """
+    image_src, normals_src, mask_src = sources
+    image, normals, mask = np.asarray(image), np.asarray(normals), np.asarray(mask)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(image_src, f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if normals.shape != image.shape:
+        raise InputError(
+            normals_src, f"shape {normals.shape} does not match the image {image.shape}; expected (H, W, 3)"
+        )
+    if mask.shape != image.shape[:2]:
+        raise InputError(mask_src, f"shape {mask.shape} does not match the image's {image.shape[:2]}")
+    if mask.dtype != bool:
+        raise InputError(mask_src, f"must be a boolean array, got {mask.dtype}")
+    if not mask.any():
+        raise InputError(mask_src, "is empty: no object pixel to observe")
+    image = _check_image(image, mask, image_src)
+    normals = _check_normals(normals, mask, normals_src)
+
+    keep = erode_mask(mask, erode) & (normals[:, :, 2] > 0)
+    if not keep.any():
+        raise InputError(
+            mask_src, f"no pixel is left after eroding the mask {erode}× and dropping normals facing away"
+        )
+    row, col = normal_to_bin(normals[keep], res)
+    bins = row * res + col
+    values = np.maximum(image[keep].astype(np.float64), 0.0)
+    refmap = np.zeros((3, res * res), dtype=np.float32)
+    for channel in range(3):
+        medians, counts = _segment_medians(bins, values[:, channel], res * res)
+        refmap[channel] = medians
+    observed = counts > 0
+    needed = max(MIN_OBSERVED_BINS, int(np.ceil(MIN_OBSERVED_FRACTION * res * res)))
+    if int(observed.sum()) < needed:
+        raise InputError(
+            mask_src,
+            f"covers only {int(observed.sum())} of the {res * res} refmap bins (need ≥ {needed}); "
+            "the object is too small in the image for this refmap resolution (lower --res)",
+        )
+    return refmap.reshape(3, res, res), observed.reshape(res, res)
+
+
+def _srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
+    return np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+
+
+def read_observation_image(path: str | os.PathLike) -> np.ndarray:
+    """Read the object image: .exr/.hdr as linear float (H, W, 3); an 8/16-bit PNG is decoded from
+    sRGB to linear with an :class:`LDRImageWarning` (clipped highlights lose the light's strength)."""
+    from rendering.hdrio import HDR_SUFFIXES, read_hdr
+    from rendering.variant import ensure_variant
+
+    path = Path(path)
+    if path.suffix.lower() in HDR_SUFFIXES:
+        return read_hdr(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(path, f"unsupported image format {path.suffix!r}; use .exr or .hdr (linear HDR)")
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    mi = ensure_variant()
+    try:
+        bitmap = mi.Bitmap(str(path))
+    except RuntimeError as error:
+        raise InputError(path, f"unreadable PNG ({error})") from None
+    pixels = np.array(bitmap)
+    scale = float(np.iinfo(pixels.dtype).max) if np.issubdtype(pixels.dtype, np.integer) else 1.0
+    warnings.warn(
+        f"{path}: an {8 * pixels.dtype.itemsize}-bit PNG is display-encoded LDR, not linear HDR; decoding it "
+        "with the sRGB curve. Clipped highlights make the recovered light too weak: prefer .exr",
+        LDRImageWarning,
+        stacklevel=2,
+    )
+    pixels = pixels.astype(np.float32) / scale
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    rgb = np.repeat(pixels[:, :, :1], 3, axis=2) if pixels.shape[2] in (1, 2) else pixels[:, :, :3]
+    return _srgb_to_linear(rgb).astype(np.float32)
+
+
+def read_normals(path: str | os.PathLike) -> np.ndarray:
+    """Read a normal map saved with ``numpy.save``: float (H, W, 3), unit camera-frame vectors."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if path.suffix.lower() != ".npy":
+        raise InputError(path, f"normals must be a .npy array of shape (H, W, 3), got {path.suffix!r}")
+    try:
+        normals = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(path, f"unreadable .npy file ({error})") from None
+    if normals.ndim != 3 or normals.shape[2] != 3 or not np.issubdtype(normals.dtype, np.floating):
+        raise InputError(
+            path, f"expected float normals of shape (H, W, 3), got {normals.dtype} {normals.shape}"
+        )
+    return normals.astype(np.float32)
+
+
+def load_observation_files(
+    image_path: str | os.PathLike,
+    normals_path: str | os.PathLike,
+    mask_path: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read an observation from files: (image (H, W, 3), normals (H, W, 3), mask (H, W) bool).
+
+    Without a mask file, the mask is where the normals are non-zero. Raises InputError naming the
+    file at fault; the arrays are then checked by :func:`image_to_refmap` with those names.
+    """
+    from rendering.hdrio import read_mask
+
+    image = read_observation_image(image_path)
+    normals = read_normals(normals_path)
+    if normals.shape != image.shape:
+        raise InputError(
+            normals_path, f"shape {normals.shape} does not match the image {image_path} {image.shape}"
+        )
+    if mask_path is None:
+        mask = np.any(normals != 0, axis=2)
+        if not mask.any():
+            raise InputError(
+                normals_path, "all normals are zero, so there is no object (and no mask file given)"
+            )
+    else:
+        mask = read_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise InputError(
+                mask_path, f"shape {mask.shape} does not match the image {image_path} {image.shape[:2]}"
+            )
+    return image, normals, mask
+
+
+def files_to_refmap(
+    image_path: str | os.PathLike,
+    normals_path: str | os.PathLike,
+    mask_path: str | os.PathLike | None = None,
+    res: int = 128,
+    erode: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_observation_files` then :func:`image_to_refmap`, errors naming the files."""
+    image, normals, mask = load_observation_files(image_path, normals_path, mask_path)
+    sources = (image_path, normals_path, mask_path if mask_path is not None else f"{normals_path} (mask)")
+    return image_to_refmap(image, normals, mask, res=res, erode=erode, sources=sources)

@@ -1,0 +1,196 @@
+"""Object shapes: built-in procedural shapes and user meshes, as Mitsuba 3 shapes that fit the view.
+
+Every shape is normalised to the unit bounding sphere centred at the origin, which the object
+cameras of :mod:`rendering.objects` frame with a small margin.
+
+Built-in shapes (``make_shape(name, seed)``, deterministic by seed, randomly oriented):
+
+``sphere``        Mitsuba's analytic unit sphere (exact normals: the reference object).
+``ellipsoid``     semi-axes drawn from [0.45, 1].
+``superquadric``  Barr's superellipsoid, exponents in [0.35, 1.6] (boxy to pinched), axes in [0.6, 1].
+``blob``          a sphere displaced by 3–8 Gaussian bumps and dents (non-convex: interreflections).
+
+The procedural meshes are star-shaped: an icosphere (no seams, near-uniform vertices) whose
+vertices are moved along their direction ``d`` to the surface radius ``r(d)``; smooth vertex
+normals are recomputed by Mitsuba (area-weighted face normals).
+
+User meshes (``load_mesh(path)``): OBJ or PLY loaded by Mitsuba's ``obj``/``ply`` plugins, centred
+on their bounding box and scaled so that the farthest vertex is at distance 1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rendering.errors import InputError
+from rendering.variant import ensure_variant
+
+SHAPES = ("sphere", "ellipsoid", "superquadric", "blob")
+MESH_SUFFIXES = {".obj": "obj", ".ply": "ply"}
+DEFAULT_SUBDIVISIONS = 5  # icosphere level: 10 242 vertices, 20 480 triangles
+
+
+def icosphere(subdivisions: int = DEFAULT_SUBDIVISIONS) -> tuple[np.ndarray, np.ndarray]:
+    """Unit icosphere: vertices (V, 3) float64 on the sphere and faces (F, 3) int (CCW from outside)."""
+    phi = (1.0 + np.sqrt(5.0)) / 2.0
+    vertices = np.array(
+        [[-1, phi, 0], [1, phi, 0], [-1, -phi, 0], [1, -phi, 0], [0, -1, phi], [0, 1, phi],
+         [0, -1, -phi], [0, 1, -phi], [phi, 0, -1], [phi, 0, 1], [-phi, 0, -1], [-phi, 0, 1]],
+        dtype=np.float64,
+    )  # fmt: skip
+    faces = np.array(
+        [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]],
+        dtype=np.int64,
+    )  # fmt: skip
+    vertices /= np.linalg.norm(vertices, axis=1, keepdims=True)
+    for _ in range(subdivisions):
+        # One new vertex per unique edge, then every triangle splits into four.
+        edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        unique, inverse = np.unique(np.sort(edges, axis=1), axis=0, return_inverse=True)
+        midpoints = vertices[unique].mean(axis=1)
+        midpoints /= np.linalg.norm(midpoints, axis=1, keepdims=True)
+        mid = inverse.reshape(3, -1).T + len(vertices)  # (F, 3): midpoints of edges 01, 12, 20
+        vertices = np.concatenate([vertices, midpoints])
+        a, b, c = faces.T
+        ab, bc, ca = mid.T
+        faces = np.concatenate(
+            [np.stack(f, axis=1) for f in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))]
+        )
+    return vertices, faces
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly distributed rotation matrix (3, 3) (QR of a Gaussian matrix, signs fixed)."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def superquadric_radius(directions: np.ndarray, axes, e1: float, e2: float) -> np.ndarray:
+    """Distance (N,) from the origin to Barr's superellipsoid along unit directions (N, 3).
+
+    f(p) = (|x/a|^(2/e2) + |z/c|^(2/e2))^(e2/e1) + |y/b|^(2/e1) = 1 is homogeneous of degree 2/e1,
+    so the surface point along d is r·d with r = f(d)^(−e1/2). e1 = e2 = 1 is an ellipsoid.
+    """
+    a, b, c = axes
+    d = np.abs(directions) + 1e-12
+    horizontal = (d[:, 0] / a) ** (2 / e2) + (d[:, 2] / c) ** (2 / e2)
+    f = horizontal ** (e2 / e1) + (d[:, 1] / b) ** (2 / e1)
+    return f ** (-e1 / 2)
+
+
+def blob_radius(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Radius (N,) of a sphere with 3–8 Gaussian bumps/dents at random places (non-convex)."""
+    radius = np.ones(len(directions))
+    for _ in range(int(rng.integers(3, 9))):
+        centre = rng.normal(size=3)
+        centre /= np.linalg.norm(centre)
+        width = rng.uniform(0.25, 0.7)
+        height = rng.uniform(-0.3, 0.4)
+        radius += height * np.exp((directions @ centre - 1.0) / width**2)
+    return np.maximum(radius, 0.35)
+
+
+def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, bsdf=None, normals=None):
+    """A Mitsuba triangle mesh from vertices (V, 3) and faces (F, 3); vertex normals are given or
+    recomputed (smooth). ``bsdf`` (a loaded Mitsuba BSDF) is attached when given."""
+    mi = ensure_variant()
+    props = mi.Properties()
+    if bsdf is not None:
+        props["bsdf"] = bsdf
+    mesh = mi.Mesh(name, len(vertices), len(faces), props, has_vertex_normals=True)
+    params = mi.traverse(mesh)
+    params["vertex_positions"] = np.ascontiguousarray(vertices, dtype=np.float32).ravel()
+    params["faces"] = np.ascontiguousarray(faces, dtype=np.uint32).ravel()
+    if normals is not None:
+        params["vertex_normals"] = np.ascontiguousarray(normals, dtype=np.float32).ravel()
+    params.update()
+    if normals is None:
+        mesh.recompute_vertex_normals()
+    return mesh
+
+
+def mesh_arrays(mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(vertices (V, 3) float32, faces (F, 3) uint32, vertex normals (V, 3) or None) of a mesh."""
+    mi = ensure_variant()
+    params = mi.traverse(mesh)
+    vertices = np.array(params["vertex_positions"], dtype=np.float32).reshape(-1, 3)
+    faces = np.array(params["faces"], dtype=np.uint32).reshape(-1, 3)
+    normals = (
+        np.array(params["vertex_normals"], dtype=np.float32).reshape(-1, 3)
+        if mesh.has_vertex_normals()
+        else None
+    )
+    return vertices, faces, (normals if normals is not None and normals.size == vertices.size else None)
+
+
+def radial_shape(
+    name: str, radius_fn, rotation: np.ndarray | None = None, subdivisions: int = DEFAULT_SUBDIVISIONS
+):
+    """A star-shaped mesh: icosphere vertices moved to ``radius_fn(directions (N, 3)) -> (N,)``,
+    rotated, and scaled so its farthest vertex is at distance 1."""
+    directions, faces = icosphere(subdivisions)
+    vertices = directions * radius_fn(directions)[:, None]
+    if rotation is not None:
+        vertices = vertices @ rotation.T
+    vertices /= np.linalg.norm(vertices, axis=1).max()
+    return mesh_from_arrays(name, vertices, faces)
+
+
+def ellipsoid(axes, rotation: np.ndarray | None = None, subdivisions: int = DEFAULT_SUBDIVISIONS):
+    """An ellipsoid mesh with semi-axes ``axes`` (a, b, c) along (x, y, z) before ``rotation``,
+    scaled to the unit bounding sphere."""
+    return radial_shape("ellipsoid", lambda d: superquadric_radius(d, axes, 1.0, 1.0), rotation, subdivisions)
+
+
+def make_shape(name: str, seed: int = 0, subdivisions: int = DEFAULT_SUBDIVISIONS):
+    """A built-in shape (see the module docstring): a Mitsuba mesh, or for ``sphere`` the analytic
+    sphere's dict. Deterministic by ``seed``."""
+    if name not in SHAPES:
+        raise InputError(f"shape {name!r}", f"unknown shape; choose one of {SHAPES} or give a mesh file")
+    if name == "sphere":
+        return {"type": "sphere", "center": [0.0, 0.0, 0.0], "radius": 1.0}
+    rng = np.random.default_rng([seed, SHAPES.index(name)])
+    rotation = random_rotation(rng)
+    if name == "ellipsoid":
+        return ellipsoid(rng.uniform(0.45, 1.0, size=3), rotation, subdivisions)
+    if name == "superquadric":
+        axes = rng.uniform(0.6, 1.0, size=3)
+        e1, e2 = rng.uniform(0.35, 1.6, size=2)
+        return radial_shape(name, lambda d: superquadric_radius(d, axes, e1, e2), rotation, subdivisions)
+    return radial_shape(name, lambda d: blob_radius(d, rng), rotation, subdivisions)
+
+
+def load_mesh(path: str | os.PathLike):
+    """Load an OBJ/PLY mesh with Mitsuba, centred on its bounding box and scaled to the unit
+    bounding sphere. Smooth vertex normals: the file's, else Mitsuba's. Raises InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    plugin = MESH_SUFFIXES.get(path.suffix.lower())
+    if plugin is None:
+        raise InputError(path, f"unsupported mesh format {path.suffix!r}; use one of {sorted(MESH_SUFFIXES)}")
+    mi = ensure_variant()
+    try:
+        mesh = mi.load_dict({"type": plugin, "filename": str(path), "face_normals": False})
+    except RuntimeError as error:
+        raise InputError(
+            path, f"unreadable {plugin.upper()} mesh ({str(error).strip().splitlines()[-1]})"
+        ) from None
+    vertices, faces, normals = mesh_arrays(mesh)
+    if len(faces) == 0 or len(vertices) < 3:
+        raise InputError(path, "the mesh has no triangles")
+    if not np.isfinite(vertices).all():
+        raise InputError(path, "the mesh has NaN/Inf vertex positions")
+    centre = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
+    scale = float(np.linalg.norm(vertices - centre, axis=1).max())
+    if scale == 0:
+        raise InputError(path, "the mesh is degenerate (all vertices coincide)")
+    return mesh_from_arrays(path.stem, (vertices - centre) / scale, faces, normals=normals)

@@ -1,0 +1,234 @@
+"""Image → observed refmap: a rendered sphere converts back to its refmap, partial views observe
+exactly their part of the normal sphere, and bad inputs are refused with a clear message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rendering.envmap import pixel_directions
+from rendering.errors import InputError
+from rendering.objects import ObjectRenderer, save_object
+from rendering.observation import (
+    NORMAL_TOLERANCE,
+    LDRImageWarning,
+    files_to_refmap,
+    image_to_refmap,
+    load_observation_files,
+)
+from rendering.shapes import ellipsoid, make_shape
+
+
+def _smooth_envmap(height: int = 32) -> np.ndarray:
+    """Low-frequency light: a warm key from +x, a blue sky from +y, grey ambient."""
+    d = pixel_directions(height)
+    return _smooth_radiance(d).astype(np.float32)
+
+
+def _smooth_radiance(d: np.ndarray) -> np.ndarray:
+    key = np.maximum(d[..., 0:1], 0.0) ** 2 * np.array([5.0, 4.0, 3.0])
+    sky = np.maximum(d[..., 1:2], 0.0) * np.array([0.2, 0.4, 1.5])
+    return 0.2 + key + sky
+
+
+def _design_normals(res: int) -> np.ndarray:
+    """The refmap's normal grid written out from DESIGN.md §3.1, (R, R, 3)."""
+    i, j = np.mgrid[0:res, 0:res]
+    el = np.pi / 2 - (i + 0.5) * np.pi / res
+    az = -np.pi / 2 + (j + 0.5) * np.pi / res
+    return np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def sphere_renderer():
+    return ObjectRenderer(make_shape("sphere"), res=128)
+
+
+def test_mirror_sphere_image_converts_to_the_reflected_environment(sphere_renderer):
+    # A mirror ball shows at normal n the environment in the reflected direction 2(n·v)n − v.
+    envmap = _smooth_envmap()
+    obj = sphere_renderer.render(envmap, [1, 1, 1, 1, 0, 1], spp=16)
+    refmap, observed = image_to_refmap(obj.image, obj.normals, obj.mask, res=32)
+    n = _design_normals(32)
+    reflected = 2 * n[..., 2:3] * n - np.array([0.0, 0.0, 1.0])
+    expected = _smooth_radiance(reflected).transpose(2, 0, 1)
+    assert observed.mean() > 0.6  # the whole visible hemisphere bar the grazing rim
+    relative = np.abs(refmap - expected)[:, observed] / expected[:, observed]
+    assert np.median(relative) < 0.02
+    assert np.percentile(relative, 90) < 0.1
+
+
+def test_sphere_image_matches_the_rendered_refmap(sphere_renderer):
+    from rendering.refmap import render_refmaps
+
+    envmap = _smooth_envmap()
+    z = np.array([0.0, 0.7, 0.45, 0.3, 0.45, 0.5], dtype=np.float32)
+    obj = sphere_renderer.render(envmap, z, spp=32)
+    refmap, observed = image_to_refmap(obj.image, obj.normals, obj.mask, res=32)
+    expected = render_refmaps(envmap, z[None], res=32, spp=128)[0]
+    ratio = refmap[:, observed] / expected[:, observed]
+    # Unbiased (the two renderers agree on average) and close per bin (Monte Carlo noise of 32 spp).
+    np.testing.assert_allclose(ratio.mean(axis=1), 1.0, atol=0.01)
+    assert np.median(np.abs(ratio - 1)) < 0.05
+
+
+def test_convex_shapes_give_the_same_refmap_where_both_are_observed(sphere_renderer):
+    # The refmap is geometry-invariant: an ellipsoid seen under the same light and material
+    # shows, at each normal, the sphere's radiance there.
+    envmap = _smooth_envmap()
+    z = [0.0, 0.6, 0.6, 0.6, 0.6, 0.3]
+    sphere = sphere_renderer.render(envmap, z, spp=32)
+    rotation = np.array([[np.cos(0.5), -np.sin(0.5), 0], [np.sin(0.5), np.cos(0.5), 0], [0, 0, 1]])
+    oval = ObjectRenderer(ellipsoid((1.0, 0.55, 0.8), rotation, subdivisions=5), res=128).render(
+        envmap, z, spp=32
+    )
+    a, seen_a = image_to_refmap(sphere.image, sphere.normals, sphere.mask, res=24)
+    b, seen_b = image_to_refmap(oval.image, oval.normals, oval.mask, res=24)
+    both = seen_a & seen_b
+    assert both.sum() > 0.4 * both.size
+    ratio = b[:, both] / a[:, both]
+    np.testing.assert_allclose(ratio.mean(axis=1), 1.0, atol=0.02)
+    assert np.median(np.abs(ratio - 1)) < 0.06
+
+
+def test_half_a_sphere_observes_exactly_half_the_refmap(sphere_renderer):
+    obj = sphere_renderer.render(_smooth_envmap(), [0, 0.5, 0.5, 0.5, 0.5, 0.5], spp=4)
+    _, full = image_to_refmap(obj.image, obj.normals, obj.mask, res=32, erode=0)
+    left = obj.mask & (obj.normals[..., 0] < 0)  # the viewer's left half of the ball
+    _, half = image_to_refmap(obj.image, obj.normals, left, res=32, erode=0)
+    expected = full.copy()
+    expected[:, 16:] = False  # azimuth > 0 is the right half of the refmap
+    np.testing.assert_array_equal(half, expected)
+    # Eroding the cut can only lose bins, never add any.
+    _, eroded = image_to_refmap(obj.image, obj.normals, left, res=32, erode=2)
+    assert not (eroded & ~half).any()
+
+
+def test_normals_facing_away_are_ignored():
+    image, normals, mask = _good_observation()
+    normals[:, :16, 2] *= -1  # the left half seen from behind: not a valid observation
+    image[:, :16] = 100.0
+    refmap, observed = image_to_refmap(image, normals, mask, res=8, erode=0)
+    assert observed.any() and refmap.max() == 1.0
+
+
+def test_bin_median_rejects_outliers():
+    image, normals, mask = _good_observation()
+    image[15:17, 15:17] = 1e4  # a few hot pixels among the many of the central bins
+    refmap, observed = image_to_refmap(image, normals, mask, res=4, erode=0)
+    assert observed.all() and refmap.max() == 1.0
+
+
+def test_512_image_converts_to_128_refmap():
+    size = 512
+    y, x = np.mgrid[0:size, 0:size]
+    px, py = (x + 0.5) / size * 2 - 1, 1 - (y + 0.5) / size * 2
+    mask = px**2 + py**2 < 1
+    normals = np.stack([px, py, np.sqrt(np.maximum(1 - px**2 - py**2, 0))], -1) * mask[..., None]
+    image = np.random.default_rng(0).random((size, size, 3)).astype(np.float32)
+    refmap, observed = image_to_refmap(image, normals.astype(np.float32), mask, res=128)
+    assert refmap.shape == (3, 128, 128) and refmap.dtype == np.float32
+    assert observed.mean() > 0.75
+
+
+def _good_observation(size: int = 32):
+    y, x = np.mgrid[0:size, 0:size]
+    px, py = (x + 0.5) / size * 2 - 1, 1 - (y + 0.5) / size * 2
+    mask = px**2 + py**2 < 0.9
+    normals = np.stack([px, py, np.sqrt(np.maximum(1 - px**2 - py**2, 0))], -1) * mask[..., None]
+    return np.ones((size, size, 3), np.float32), normals.astype(np.float32), mask
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda i, n, m: (i[:, :-1], n, m), "normals: shape .* does not match the image"),
+        (lambda i, n, m: (i, n, m[:-1]), "mask: shape .* does not match"),
+        (lambda i, n, m: (i, n * 1.1, m), f"non-unit normals .* tolerance ±{NORMAL_TOLERANCE}"),
+        (lambda i, n, m: (i, np.where(m[..., None], np.nan, n), m), "NaN/Inf normals"),
+        (lambda i, n, m: (np.where(m[..., None], np.inf, i), n, m), "image: has .* NaN/Inf"),
+        (lambda i, n, m: (i, n, np.zeros_like(m)), "mask: is empty"),
+        (lambda i, n, m: ((i * 255).astype(np.uint8), n, m), "integer .* display-encoded"),
+        (lambda i, n, m: (_ramp(i), n, m), "multiple of 1/255"),
+    ],
+)
+def test_bad_observations_are_refused_with_the_reason(spoil, message):
+    image, normals, mask = spoil(*_good_observation())
+    with pytest.raises(InputError, match=message):
+        image_to_refmap(image, normals, mask, res=16)
+
+
+def _ramp(image: np.ndarray) -> np.ndarray:
+    """Values on the 8-bit grid k/255: a display image stored as float."""
+    return (np.arange(image.size).reshape(image.shape) % 256 / 255.0).astype(np.float32)
+
+
+def test_a_tiny_object_is_too_small_for_a_large_refmap():
+    image, normals, mask = _good_observation(8)
+    with pytest.raises(InputError, match=r"refmap bins .*\(lower --res\)"):
+        image_to_refmap(image, normals, mask, res=128, erode=0)
+
+
+def test_files_round_trip_and_errors_name_the_file(tmp_path, sphere_renderer):
+    obj = sphere_renderer.render(_smooth_envmap(), [0, 0.5, 0.5, 0.5, 0.3, 0.5], spp=4)
+    directory = save_object(tmp_path / "obs", obj)
+    image, normals, mask = load_observation_files(
+        directory / "image.exr", directory / "normals.npy", directory / "mask.png"
+    )
+    np.testing.assert_array_equal(image, obj.image)
+    np.testing.assert_array_equal(normals, obj.normals)
+    np.testing.assert_array_equal(mask, obj.mask)
+    # Without a mask file, the object is where normals are non-zero.
+    _, _, implied = load_observation_files(directory / "image.exr", directory / "normals.npy")
+    np.testing.assert_array_equal(implied, obj.mask)
+    refmap, observed = files_to_refmap(directory / "image.exr", directory / "normals.npy", res=16)
+    assert observed.any()
+
+    np.save(tmp_path / "bad.npy", obj.normals * 2)
+    with pytest.raises(InputError, match="bad.npy: has .* non-unit normals"):
+        files_to_refmap(directory / "image.exr", tmp_path / "bad.npy", directory / "mask.png", res=16)
+    np.save(tmp_path / "small.npy", obj.normals[:10])
+    with pytest.raises(InputError, match="small.npy: shape"):
+        load_observation_files(directory / "image.exr", tmp_path / "small.npy")
+    with pytest.raises(InputError, match="missing.exr: file does not exist"):
+        load_observation_files(tmp_path / "missing.exr", directory / "normals.npy")
+
+
+def test_an_8bit_png_is_accepted_with_a_warning(tmp_path):
+    from rendering.hdrio import write_png
+
+    _, normals, mask = _good_observation()
+    write_png(tmp_path / "photo.png", np.full((32, 32, 3), 128, np.uint8))
+    np.save(tmp_path / "n.npy", normals)
+    with pytest.warns(LDRImageWarning, match="photo.png: an 8-bit PNG"):
+        image, _, _ = load_observation_files(tmp_path / "photo.png", tmp_path / "n.npy")
+    np.testing.assert_allclose(image, ((128 / 255 + 0.055) / 1.055) ** 2.4, rtol=1e-5)  # sRGB decoded
+
+
+def test_render_object_then_image_to_refmap_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    import pipeline.cli  # noqa: F401  (registers the commands)
+    from pipeline.cli.app import app
+    from rendering.hdrio import read_hdr, read_mask, write_exr
+
+    write_exr(tmp_path / "env.exr", _smooth_envmap(8))
+    runner = CliRunner()
+    obj_dir, obs_dir = tmp_path / "object", tmp_path / "observation"
+    common = ["--envmap", str(tmp_path / "env.exr"), "--material", "0,0.5,0.5,0.5,0.4,0.5", "--res", "32"]
+    result = runner.invoke(
+        app, ["render-object", *common, "--shape", "blob", "--spp", "2", "--out", str(obj_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in obj_dir.iterdir()} == {"image.exr", "normals.npy", "mask.png", "preview.png"}
+    args = [str(obj_dir / "image.exr"), str(obj_dir / "normals.npy"), str(obj_dir / "mask.png")]
+    result = runner.invoke(app, ["image-to-refmap", *args, "--res", "8", "--out", str(obs_dir)])
+    assert result.exit_code == 0, result.output
+    refmap, observed = files_to_refmap(*args, res=8)
+    np.testing.assert_array_equal(read_hdr(obs_dir / "refmap.exr"), refmap.transpose(1, 2, 0))
+    np.testing.assert_array_equal(read_mask(obs_dir / "observed.png"), observed)
+
+    both = runner.invoke(
+        app, ["render-object", *common, "--shape", "blob", "--mesh", "x.obj", "--out", str(obj_dir)]
+    )
+    assert isinstance(both.exception, InputError) and "exactly one of --shape" in str(both.exception)
