@@ -83,6 +83,17 @@ def pixel_directions(height: int) -> np.ndarray:
     return uv_to_direction(*pixel_uv(height))
 
 
+def footprint_uv(
+    rows: np.ndarray, cols: np.ndarray, jitter: np.ndarray, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) of points inside texels (rows, cols) of an (height, 2·height) envmap; ``jitter``
+    (N, 2) in [0, 1)² places each within its column and its latitude band (:func:`row_edges`)."""
+    band = row_edges(height) / np.pi
+    u = (cols + jitter[:, 0]) / (2 * height)
+    v = band[rows] + jitter[:, 1] * (band[rows + 1] - band[rows])
+    return u, v
+
+
 def row_edges(height: int) -> np.ndarray:
     """Polar angles θ (H + 1,) bounding the latitude band each texel row stands for."""
     return np.clip(np.pi * (np.arange(height + 1) - 0.5) / (height - 1), 0.0, np.pi)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rendering.envmap import direction_to_uv, pixel_solid_angles, row_edges, uv_to_direction
+from rendering.envmap import direction_to_uv, footprint_uv, pixel_solid_angles, row_edges, uv_to_direction
 from rendering.objects import columns
 
 KINDS = ("sky", "studio", "room")
@@ -628,10 +628,7 @@ def make_room(
         jitter = columns(sampler.next_2d())
         pixels = np.repeat(np.arange(n_pixels), count)
         rows, cols = np.divmod(pixels, width)
-        # Jitter over the pixel's footprint: its column, and its latitude band (row_edges).
-        band = row_edges(height) / np.pi
-        v = band[rows] + jitter[:, 1] * (band[rows + 1] - band[rows])
-        directions = uv_to_direction((cols + jitter[:, 0]) / width, v)
+        directions = uv_to_direction(*footprint_uv(rows, cols, jitter, height))
         rgb = _trace_room(mi, scene, sampler, room, sky_emitter, directions)
         total += rgb.reshape(n_pixels, count, 3).sum(axis=1)
         done += count

@@ -8,7 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from rendering.envmap import envmap_power, pixel_directions, pixel_solid_angles, read_envmap, uv_to_direction
+from rendering.envmap import (
+    envmap_power,
+    footprint_uv,
+    pixel_directions,
+    pixel_solid_angles,
+    read_envmap,
+    uv_to_direction,
+)
 from rendering.envmap_sources import (
     EnvmapDirectory,
     allocate,
@@ -105,7 +112,7 @@ def test_room_path_tracer_agrees_with_mitsubas_own():
     pixels = np.repeat(np.arange(n), spp)
     rows, cols = np.divmod(pixels, 2 * height)
     jitter = np.random.default_rng(0).random((n * spp, 2))
-    directions = uv_to_direction((cols + jitter[:, 0]) / (2 * height), (rows + jitter[:, 1]) / height)
+    directions = uv_to_direction(*footprint_uv(rows, cols, jitter, height))
     ray = mi.Ray3f(mi.Point3f(*room.viewpoint.tolist()), mi.Vector3f(*directions.T.astype(np.float32)))
     loaded = mi.load_dict(scene)  # keep it alive until the lazy result is read
     radiance, _, _ = integrator.sample(loaded, sampler, mi.RayDifferential3f(ray))
