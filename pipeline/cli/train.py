@@ -2,4 +2,39 @@
 
 from __future__ import annotations
 
-from pipeline.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app
+
+
+@app.command("train")
+def train(
+    net: Annotated[str, typer.Argument(help="Which networks: drmnet (IllNet + RefNet) or obsnet.")],
+    profile: Annotated[
+        str | None, typer.Option(help="Profile of params.yaml (default: its `profile`).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from checkpoints/<net>/ if present.")
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Split directory of shards (default: data/shards/<net>/train)."),
+    ] = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Log to MLflow and register the model version.")
+    ] = True,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: GPU if any).")] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml to read (default: ./params.yaml).")] = None,
+) -> None:
+    """Train DRMNet or ObsNet on its shards. Writes checkpoints/<net>/, metrics/train_<net>.json and
+    plots/train_<net>.csv; registers a model version with alias `candidate`. Under `torchrun` every
+    rank runs this command (DDP)."""
+    from pipeline.config import load_params
+    from pipeline.training.stage import run_training
+
+    metrics = run_training(net, load_params(params), profile, resume, data, register, device)
+    summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    print(f"{net}: {summary}")

@@ -1,0 +1,83 @@
+"""The DRM sampler: from an observed refmap to the refmap of a perfect mirror, step by step.
+
+All in the transformed domain (:func:`models.drm.to_network`). Start from L_K + δ·noise; at step
+i = 0, 1, …: RefNet → ẑ_K, ẑ_k = z0 + γ^i (ẑ_K − z0); a sample stops once ‖ẑ_k − z0‖ < ε,
+otherwise L ← L + IllNet(L, L_K, ẑ_k − z0) + δ·noise. A sample never takes more than
+``max_steps`` IllNet steps. Each sample of a batch stops on its own; the networks only run on the
+samples still going.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.config import DRMConfig
+from models.drm import mirror_material
+
+
+@dataclass
+class DRMSamples:
+    """Result of :func:`sample_drm` for a batch of B observations (T domain)."""
+
+    mirror: torch.Tensor  # (B, 3, R, R) the estimated mirror refmap L_0
+    material: torch.Tensor  # (B, 6) RefNet's ẑ_K at the step the sample stopped
+    steps: torch.Tensor  # (B,) int64 IllNet steps taken
+    converged: torch.Tensor  # (B,) bool: stopped by ‖ẑ_k − z0‖ < ε rather than by max_steps
+    # states before each RefNet evaluation, (B, 3, R, R): [0] is L_K + δ·noise; stopped samples frozen
+    intermediates: list[torch.Tensor] | None = None
+
+
+@torch.no_grad()
+def sample_drm(
+    illnet: nn.Module,
+    refnet: nn.Module,
+    observation: torch.Tensor,
+    config: DRMConfig,
+    generator: torch.Generator | None = None,
+    max_steps: int | None = None,
+    keep_intermediates: bool = False,
+) -> DRMSamples:
+    """Run the reverse DRM process on observations (B, 3, R, R) in the T domain.
+
+    ``generator`` seeds the noise (the same seed gives the same samples); the noise of step i is
+    drawn for the whole batch, so a sample's noise does not depend on when the others stop.
+    """
+    max_steps = config.max_steps if max_steps is None else max_steps
+    batch, device = observation.shape[0], observation.device
+    z0 = mirror_material(config, observation)
+
+    def noise() -> torch.Tensor:
+        return torch.randn(observation.shape, generator=generator, device=device, dtype=observation.dtype)
+
+    state = observation + config.sampling_noise * noise()
+    material = torch.zeros(batch, 6, device=device)
+    steps = torch.zeros(batch, dtype=torch.long, device=device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    intermediates = [state.clone()] if keep_intermediates else None
+
+    for i in range(max_steps + 1):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        step_index = torch.full((idx.numel(),), i, dtype=torch.long, device=device)
+        z_K = refnet(state[idx], observation[idx], step_index).float()
+        material[idx] = z_K
+        z_k = z0 + config.gamma**i * (z_K - z0)
+        done = (z_k - z0).norm(dim=1) < config.eps
+        converged[idx[done]] = True
+        if i == max_steps:
+            done = torch.ones_like(done)
+        active[idx[done]] = False
+        go, dz = idx[~done], z_k[~done] - z0
+        step_noise = noise()
+        if go.numel():
+            residual = illnet(state[go], observation[go], dz).to(state.dtype)
+            state[go] = state[go] + residual + config.sampling_noise * step_noise[go]
+            steps[go] += 1
+        if intermediates is not None and go.numel():
+            intermediates.append(state.clone())
+    return DRMSamples(state, material, steps, converged, intermediates)

@@ -1,0 +1,139 @@
+"""The DRMNet (IllNet + RefNet) training loop. Read it top to bottom: set-up, networks,
+optimiser, resume, then the loop (step, EMA) with its maintenance once per tick (status line,
+metrics, snapshot, preview). Progress is counted in training samples, over all ranks.
+
+Runs unchanged on a CPU, a GPU, or many of either under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from models.config import DRMNetConfig
+from models.drm import drm_training_loss
+from models.weights import build_networks
+from pipeline.training.batches import BatchStream, DataSource
+from pipeline.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.training.distributed import barrier, generator_states, init_distributed, mean_over_ranks
+from pipeline.training.ema import EMA
+from pipeline.training.previews import drmnet_preview
+from pipeline.training.progress import Progress, write_curve, write_metrics
+from pipeline.training.tracker import Tracker
+
+
+def train_drmnet(
+    data: DataSource,                          # DRMNet batches: an iterable, or a callable epoch -> iterable.
+    run_dir: str | os.PathLike = "checkpoints/drmnet",  # Checkpoint directory (see checkpoint.py).
+    network: DRMNetConfig | None = None,       # Network sizes, resolution, DRM constants.
+    total_samples: int = 40_000,               # Training length in samples (all ranks together).
+    lr: float = 5e-5,                          # AdamW learning rate after warm-up.
+    weight_decay: float = 0.01,                # AdamW decoupled weight decay.
+    warmup_samples: int = 100_000,             # Linear learning-rate warm-up, in samples.
+    ema_halflife_samples: int = 10_000,        # Half-life of the EMA of the weights, in samples.
+    ema_rampup: float | None = 0.05,           # Early on, EMA half-life <= this × samples seen.
+    grad_clip: float = 1.0,                    # Max global gradient norm (0: no clipping).
+    teacher_forcing: float = 0.5,              # Fraction of training where IllNet sees the true z_k.
+    mixed_precision: bool = True,              # bf16 autocast, on GPUs only.
+    seed: int = 0,                             # Initial weights and the training noise.
+    tick_samples: int = 2_000,                 # Status line and per-tick metrics every this many samples.
+    snapshot_ticks: int = 10,                  # Checkpoint every this many ticks, and at the end.
+    preview_ticks: int = 10,                   # Sample grid to the tracker every this many ticks (0: never).
+    resume: bool = False,                      # Continue from run_dir's checkpoint (fresh start if none).
+    stop_at_samples: int | None = None,        # End this invocation early, checkpointed (resume later).
+    device: str | torch.device | None = None,  # Default: this rank's GPU if any, else the CPU.
+    tracker: Tracker | None = None,            # Receives metrics and images (pipeline.registry.RunTracker).
+    metrics_path: str | os.PathLike | None = None,  # Latest tick's metrics as JSON (dvc metrics).
+    plot_path: str | os.PathLike | None = None,     # Loss curve as CSV, one row per tick (dvc plots).
+    log: Callable[[str], None] = print,        # Where status lines go (rank 0 only).
+) -> dict[str, float]:
+    """Train IllNet + RefNet; returns the last tick's metrics (mean losses, samples/s, …)."""
+    network = network or DRMNetConfig()
+    dist = init_distributed(device)
+    amp = mixed_precision and dist.device.type == "cuda"
+    torch.manual_seed(seed)
+
+    # Networks, their EMA, the optimiser and the generator of the training noise.
+    nets = {name: net.to(dist.device).train() for name, net in build_networks(network).items()}
+    ema = EMA(nets, ema_halflife_samples, ema_rampup)
+    params = [p for net in nets.values() for p in net.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator(dist.device).manual_seed(seed + 1000 * dist.rank)
+
+    # Resume: weights, EMA, optimiser, progress, data position and RNG states.
+    state = {"samples": 0, "step": 0, "data": {"epoch": 0, "index": 0}, "history": []}
+    if resume and has_checkpoint(run_dir):
+        state = load_checkpoint(run_dir, network, nets, ema.nets, optimizer)
+        generator.set_state(state["generator"][dist.rank])
+        torch.set_rng_state(state["torch_rng"])
+        if dist.is_main:
+            log(f"drmnet: resumed from {run_dir} at {state['samples']} samples")
+    step_nets = nets
+    if dist.enabled:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        step_nets = {name: DistributedDataParallel(net, device_ids=ids) for name, net in nets.items()}
+
+    stream = BatchStream(data, dist.device, **state["data"])
+    progress = Progress(total_samples, state["samples"])
+    end = min(total_samples, stop_at_samples or total_samples)
+    preview_batch, tick_metrics = None, {}
+    while state["samples"] < end:
+        # One optimisation step.
+        batch = next(stream)
+        if preview_batch is None:
+            preview_batch = batch
+        batch_samples = batch["refmap_obs"].shape[0] * dist.world_size
+        teacher = state["samples"] < teacher_forcing * total_samples
+        step_lr = lr * min(1.0, (state["samples"] + batch_samples) / max(warmup_samples, 1))
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr
+        with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, parts = drm_training_loss(step_nets["illnet"], step_nets["refnet"], batch, network.drm,
+                                            teacher, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        state["samples"] += batch_samples
+        state["step"] += 1
+        ema.update(nets, batch_samples, state["samples"])
+        metrics = {name: float(value) for name, value in parts.items()}
+        progress.add(metrics)
+        if tracker is not None and dist.is_main:
+            extra = {"lr": step_lr, "teacher_forcing": float(teacher)}
+            tracker.log_metrics({**metrics, **extra}, state["samples"])
+
+        # Maintenance once per tick.
+        done = state["samples"] >= end
+        tick = state["samples"] // tick_samples
+        if not done and tick == (state["samples"] - batch_samples) // tick_samples:
+            continue
+        tick_metrics = mean_over_ranks(progress.tick(state["samples"]), dist)
+        row = {"samples": state["samples"], "step": state["step"], **tick_metrics, "lr": step_lr}
+        state["history"].append(row)
+        if dist.is_main:
+            log(progress.line("drmnet", state["samples"], state["step"], tick_metrics))
+        if done or tick % snapshot_ticks == 0:
+            state["data"] = stream.state()
+            state["generator"] = generator_states(generator, dist)
+            state["torch_rng"] = torch.get_rng_state()
+            if dist.is_main:
+                save_checkpoint(run_dir, network, nets, ema.nets, optimizer, state)
+                summary = {"samples": state["samples"], "steps": state["step"], **tick_metrics}
+                if metrics_path is not None:
+                    write_metrics(metrics_path, summary)
+                if plot_path is not None:
+                    write_curve(plot_path, state["history"])
+            barrier(dist)
+        if tracker is not None and dist.is_main and preview_ticks and (done or tick % preview_ticks == 0):
+            image = drmnet_preview(ema.nets, network, preview_batch, seed=seed)
+            tracker.log_image(image, f"previews/drmnet_{state['samples']:09d}.png", state["samples"])
+
+    if tracker is not None and dist.is_main:
+        tracker.flush()
+    return {"samples": state["samples"], "steps": state["step"], **tick_metrics}
+

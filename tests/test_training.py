@@ -1,0 +1,157 @@
+"""The training loops on tiny rendered sets: they learn (honestly, on a handful of samples),
+write loadable checkpoints and DVC files, and resume exactly where they stopped."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy import ndimage
+from training_data import batches, blob_envmap, drmnet_trajectories, obsnet_samples
+
+from models.config import DiffusionConfig, DRMNetConfig, ObsNetConfig, UNetConfig
+from models.ddpm import Diffusion, complete_refmap
+from models.drm import drm_training_loss, intensity_scale, to_network
+from models.estimator import Estimator
+from models.weights import build_networks, load_networks
+from pipeline.training.train_drmnet import train_drmnet
+from pipeline.training.train_obsnet import train_obsnet
+
+R = 16
+NET = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(8,))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks train fastest, and bit-reproducibly, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    """Every step of the DRM process of two rough observations under one blob envmap (~150 pairs)."""
+    z_obs = np.array([[0.9, 0.8, 0.7, 0.9, 0.35, 0.9], [0.8, 0.9, 0.9, 0.7, 0.3, 0.8]], np.float32)
+    return drmnet_trajectories(blob_envmap(32, seed=0), z_obs, R, spp=16, seed=0)
+
+
+def _mean_loss(nets, samples, config: DRMNetConfig) -> float:
+    gen = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        losses = [drm_training_loss(nets["illnet"], nets["refnet"], b, config.drm, False, gen)[0].item()
+                  for b in batches(samples, 16)]
+    return float(np.mean(losses))
+
+
+def test_drmnet_learns_its_training_trajectories(trajectories, tmp_path):
+    config = DRMNetConfig(R, NET, NET)
+    run_dir = tmp_path / "drmnet"
+    summary = train_drmnet(
+        lambda epoch: batches(trajectories, 16, seed=epoch), run_dir, config, total_samples=6000, lr=3e-3,
+        warmup_samples=300, ema_halflife_samples=300, tick_samples=1000, log=lambda line: None,
+        metrics_path=tmp_path / "metrics.json", plot_path=tmp_path / "curve.csv",
+    )
+    torch.manual_seed(0)  # the loop's seed: the networks as they were before training
+    before = _mean_loss(build_networks(config), trajectories, config)
+    after = _mean_loss(load_networks(run_dir)[1], trajectories, config)
+    assert after * 10 <= before, (before, after)
+
+    # The DRM sampler turns each observation into its mirror refmap better than taking the
+    # observation itself for the mirror (the "observed mirror" baseline).
+    first = [trajectories[0], trajectories[-1]]
+    observed = torch.stack([s["refmap_obs"] for s in first])
+    mirror = torch.stack([s["refmap_mirror"] for s in first])
+    estimate = Estimator.from_directories(run_dir, device="cpu").estimate(observed, num_samples=2, seed=0)
+    scale = intensity_scale(observed, config.drm)
+
+    def log_rmse(refmap: torch.Tensor) -> torch.Tensor:
+        return ((to_network(refmap, scale) - to_network(mirror, scale)) ** 2).mean(dim=(1, 2, 3)).sqrt()
+
+    baseline = log_rmse(observed)
+    for n in range(2):
+        error = log_rmse(estimate.mirror[:, n])
+        assert (error < 0.7 * baseline).all(), (error, baseline)
+    assert estimate.converged.all()
+
+    # DVC's files: the last tick's metrics and one loss-curve row per tick.
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["samples"] == summary["samples"] >= 6000
+    assert metrics["loss"] == pytest.approx(summary["loss"])
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    samples = [int(r["samples"]) for r in rows]
+    assert samples == sorted(samples) and len(rows) == 6
+    assert {"samples", "step", "loss", "loss_residual", "loss_z_k", "loss_z_K", "lr"} <= set(rows[0])
+
+
+def _nearest_observed_fill(observed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out = []
+    for image, m in zip(observed, mask, strict=True):
+        holes = m[0].numpy() < 0.5
+        rows, cols = ndimage.distance_transform_edt(holes, return_distances=False, return_indices=True)
+        out.append(image[:, rows, cols])
+    return torch.stack(out)
+
+
+def test_obsnet_learns_to_fill_the_holes_of_its_observations(tmp_path):
+    z_obs = np.random.default_rng(0).random((4, 6)).astype(np.float32)
+    samples = obsnet_samples(blob_envmap(32, seed=1), z_obs, R, spp=16, seed=0)
+    config = ObsNetConfig(R, UNetConfig(16, (1, 2), 1, (8,)), DiffusionConfig(prediction="v"))
+    train_obsnet(
+        lambda epoch: batches(samples, 8, seed=epoch), tmp_path / "obsnet", config, total_samples=3000,
+        lr=3e-3, warmup_samples=150, ema_halflife_samples=150, tick_samples=1000, log=lambda line: None,
+    )
+    loaded, nets = load_networks(tmp_path / "obsnet")
+    batch = batches(samples, len(samples))[0]
+    completed = complete_refmap(nets["obsnet"], Diffusion(loaded.diffusion), batch["observed"],
+                                batch["observed_mask"], steps=20, generator=torch.Generator().manual_seed(0))
+    holes = (batch["observed_mask"] < 0.5).expand_as(batch["refmap_obs"])
+
+    def log_rmse(refmap: torch.Tensor) -> float:
+        error = torch.log(refmap + 0.01) - torch.log(batch["refmap_obs"] + 0.01)
+        return float((error[holes] ** 2).mean().sqrt())
+
+    assert log_rmse(completed) < log_rmse(_nearest_observed_fill(batch["observed"], batch["observed_mask"]))
+
+
+@pytest.mark.parametrize("net", ["drmnet", "obsnet"])
+def test_resumed_training_equals_uninterrupted_training(net, trajectories, tmp_path):
+    """8 steps in one go == 4 steps, stop, resume, 4 steps: every weight, EMA weight and optimizer
+    moment, bit for bit (deterministic data order, fixed seeds, CPU)."""
+    if net == "drmnet":
+        samples, loop, config = trajectories[::5][:16], train_drmnet, DRMNetConfig(R, NET, NET)
+    else:
+        samples = [{"refmap_obs": s["refmap_obs"], "observed": s["refmap_obs"] * (s["refmap_obs"][:1] > 0.5),
+                    "observed_mask": (s["refmap_obs"][:1] > 0.5).float()} for s in trajectories[::5][:16]]
+        loop, config = train_obsnet, ObsNetConfig(R, NET)
+    options = dict(network=config, total_samples=32, lr=1e-3, warmup_samples=8, ema_halflife_samples=8,
+                   teacher_forcing=0.5, tick_samples=4, snapshot_ticks=100, log=lambda line: None)
+    if net == "obsnet":
+        del options["teacher_forcing"]
+
+    def data(epoch):  # 3 batches per epoch, so the stop falls inside an epoch
+        return batches(samples[:12], 4, seed=epoch)
+
+    loop(data, tmp_path / "whole", **options)
+    loop(data, tmp_path / "parts", stop_at_samples=16, **options)
+    state = torch.load(tmp_path / "parts" / "state.pt", weights_only=True)
+    assert state["samples"] == 16 and state["data"] == {"epoch": 1, "index": 1}
+    loop(data, tmp_path / "parts", resume=True, **options)
+
+    for name in ("model.safetensors", "ema.safetensors"):
+        whole, parts = load_file(tmp_path / "whole" / name), load_file(tmp_path / "parts" / name)
+        assert whole.keys() == parts.keys()
+        for key in whole:
+            assert torch.equal(whole[key], parts[key]), (name, key)
+    whole = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)
+    parts = torch.load(tmp_path / "parts" / "state.pt", weights_only=True)
+    assert whole["samples"] == parts["samples"] == 32 and whole["step"] == parts["step"] == 8
+    for key, moments in whole["optimizer"]["state"].items():
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(moments[name], parts["optimizer"]["state"][key][name])
+    assert [r["samples"] for r in whole["history"]] == [r["samples"] for r in parts["history"]]
