@@ -3,6 +3,7 @@ wait for COMPLETED, check the work was done, shut everything down."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -38,6 +39,21 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180.0) -
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"prefect server at {url} did not become healthy")
+
+
+def _deployed_flows(url: str) -> set[str]:
+    """Names of the flows that have a deployment on the server (through its REST API)."""
+    request = urllib.request.Request(
+        f"{url}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        deployments = json.loads(response.read())
+    flow_ids = {d["flow_id"] for d in deployments}
+    names = set()
+    for flow_id in flow_ids:
+        with urllib.request.urlopen(f"{url}/flows/{flow_id}", timeout=10) as response:
+            names.add(json.loads(response.read())["name"])
+    return names
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -87,7 +103,7 @@ def _tiny_workspace(root: Path) -> Path:
     params["dataset"] = {
         **params["dataset"],
         "shard_size": 2,
-        "samples": {"drmnet": {"train": 2, "val": 0, "test": 0}, "obsnet": {"train": 0, "val": 0, "test": 0}},
+        "samples": {"drmnet": {"train": 0, "val": 2, "test": 0}, "obsnet": {"train": 0, "val": 0, "test": 0}},
         "workers": 1,
     }
     root.mkdir()
@@ -96,7 +112,7 @@ def _tiny_workspace(root: Path) -> Path:
 
 
 def _run_deployment(name: str, params: dict[str, str], cwd: Path, env: dict[str, str]) -> str:
-    command = [str(BIN / "prefect"), "deployment", "run", f"{name}/default", "--watch", "--watch-timeout", "400"]
+    command = [str(BIN / "prefect"), "deployment", "run", f"{name}/default", "--watch", "--watch-timeout=400"]
     for key, value in params.items():
         command += ["--param", f"{key}={value}"]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=480)
@@ -118,26 +134,23 @@ def test_served_deployments_run_through_a_real_server(prefect_server, tmp_path):
         start_new_session=True,
     )
     try:
-        # `prefect deployment run` waits for the deployment to be registered by the serving process.
+        # The serving process registers its deployments with the server; wait until it has.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            listed = subprocess.run(
-                [str(BIN / "prefect"), "deployment", "ls"], env=server_env, capture_output=True, text=True
-            )
-            if "render-dataset" in listed.stdout and "make-envmap-splits" in listed.stdout:
-                break
+        while {"make-envmap-splits", "render-dataset"} - _deployed_flows(server_env["PREFECT_API_URL"]):
             assert serving.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(1)
+            assert time.monotonic() < deadline, "deployments were not registered within 120 s"
+            time.sleep(0.5)
         out = _run_deployment("make-envmap-splits", {}, workspace, server_env)
         assert "Completed" in out
         assert list((workspace / "data/envmaps/train").glob("*.exr")), "the envmap flow wrote no envmaps"
-        # Parameters overridden at run time: a dataset and split the deployment's defaults don't name.
-        out = _run_deployment("render-dataset", {"dataset": "drmnet", "split": "train"}, workspace, server_env)
+        # A parameter overridden at run time: the deployment's default split is `train`, which has no
+        # samples in this workspace; `val` has two.
+        out = _run_deployment("render-dataset", {"split": "val"}, workspace, server_env)
         assert "Completed" in out
-        shards = sorted((workspace / "data/shards/drmnet/train").glob("*.tar"))
+        shards = sorted((workspace / "data/shards/drmnet/val").glob("*.tar"))
         assert len(shards) == 1
         verify = subprocess.run(
-            [str(BIN / "drmnet"), "verify-shards", str(workspace / "data/shards/drmnet/train")],
+            [str(BIN / "drmnet"), "verify-shards", str(workspace / "data/shards/drmnet/val")],
             cwd=workspace,
             capture_output=True,
             text=True,
