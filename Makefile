@@ -28,8 +28,10 @@ llvm:
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The DVC pipeline on the embedded defaults (ephemeral Prefect API, sqlite MLflow, local DVC
+# cache) and params.yaml's profile (tiny). Stages call `drmnet`, so the venv goes first on PATH.
 demo: setup
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/drmnet where
 
 bench: setup

@@ -16,6 +16,7 @@ import glob
 import os
 import re
 import sys
+import threading
 import warnings
 
 AUTO = "auto"
@@ -27,6 +28,15 @@ INSTALL_HINT = (
 )
 
 _chosen: str | None = None
+# Task runners call into rendering from several threads at once; importing Mitsuba and setting
+# its variant must happen exactly once, or a thread sees a half-initialised module.
+_lock = threading.Lock()
+
+# Dr.Jit variables, scenes and kernel caches are not safe to use from several Python threads at
+# once (seen: "jit_var(...): unknown variable!" aborts with two renders in flight). A thread-based
+# task runner holds this lock around each render; each launch still uses every core, since Dr.Jit
+# parallelises kernels itself. Process- or Dask-based runners don't need it.
+RENDER_LOCK = threading.RLock()
 
 
 def _llvm_version(path: str) -> int | None:
@@ -111,14 +121,15 @@ def resolve_variant(configured: str | None = None) -> str:
 def ensure_variant(configured: str | None = None):
     """Activate the chosen Mitsuba variant once per process and return the ``mitsuba`` module."""
     global _chosen
-    if _chosen is None:
-        variant = resolve_variant(configured)
-        if variant == "llvm_ad_rgb":
-            os.environ["DRJIT_LIBLLVM_PATH"] = find_libllvm()
-        import mitsuba as mi
+    with _lock:
+        if _chosen is None:
+            variant = resolve_variant(configured)
+            if variant == "llvm_ad_rgb":
+                os.environ["DRJIT_LIBLLVM_PATH"] = find_libllvm()
+            import mitsuba as mi
 
-        mi.set_variant(variant)
-        _chosen = variant
+            mi.set_variant(variant)
+            _chosen = variant
     import mitsuba as mi
 
     return mi

@@ -148,7 +148,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
     skipped = record is not None
     if not skipped:
         from rendering.envmap import read_envmap
-        from rendering.variant import ensure_variant
+        from rendering.variant import RENDER_LOCK, ensure_variant
 
         ensure_variant(job.variant)
         envmaps: dict[str, Any] = {}
@@ -161,7 +161,8 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
                     envmaps[plan.envmap_id] = read_envmap(
                         split_envmap_path(job.envmap_dir, job.split, plan.envmap_id)
                     )
-                sample = make_sample(plan, envmaps[plan.envmap_id], job.settings)
+                with RENDER_LOCK:
+                    sample = make_sample(plan, envmaps[plan.envmap_id], job.settings)
                 key = sample_key(job.dataset, job.split, index)
                 rows.append(sample_row(key, job.name, index, sample))
                 yield key, sample
