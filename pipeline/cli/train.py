@@ -32,9 +32,13 @@ def train(
     """Train DRMNet or ObsNet on its shards. Writes checkpoints/<net>/, metrics/train_<net>.json and
     plots/train_<net>.csv; registers a model version with alias `candidate`. Under `torchrun` every
     rank runs this command (DDP)."""
+    import os
+
     from pipeline.config import load_params
     from pipeline.training.stage import run_training
 
     metrics = run_training(net, load_params(params), profile, resume, data, register, device)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
+        return
     summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
     print(f"{net}: {summary}")
