@@ -416,7 +416,8 @@ def write_gallery(
     Estimates are shown at the ground truth's exposure after the optimal scale alignment (the
     estimate is defined up to scale), so brightness differences that remain are real."""
     from rendering.hdrio import preview_exposure, tonemap, write_png
-    from rendering.relight import preview_rgba, relight
+    from rendering.objects import render_object
+    from rendering.relight import preview_rgba
     from rendering.shapes import make_shape
     from rendering.spheres import SPHERES, sphere_mask
 
@@ -499,10 +500,10 @@ def write_gallery(
     relit: list = []
     shape = make_shape(*sample.shape)
     material = np.asarray(settings.relight_material, np.float32)
-    under_truth = relight(
+    under_truth = render_object(
         sample.envmap, shape, material, settings.relight_res, settings.relight_spp, settings.seed
     )
-    under_estimate = relight(
+    under_estimate = render_object(
         estimation.envmap_mean, shape, material, settings.relight_res, settings.relight_spp, settings.seed
     )
     exposure = preview_exposure(under_truth.image[under_truth.mask][None]) if under_truth.mask.any() else None

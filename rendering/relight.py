@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rendering.errors import InputError
-from rendering.objects import ObjectImage, render_object
+from rendering.objects import ObjectImage
 
 
 def load_shape(mesh: str | os.PathLike | None = None, shape: str | None = None, seed: int = 0):
@@ -27,23 +27,6 @@ def load_shape(mesh: str | os.PathLike | None = None, shape: str | None = None, 
     if (mesh is None) == (shape is None):
         raise InputError("--mesh/--shape", "give exactly one of a mesh file or a built-in shape name")
     return load_mesh(mesh) if mesh is not None else make_shape(shape, seed)
-
-
-def relight(
-    envmap: np.ndarray,
-    shape,
-    material,
-    res: int = 256,
-    spp: int = 64,
-    seed: int = 0,
-    camera: str = "orthographic",
-    view_azimuth: float = 0.0,
-) -> ObjectImage:
-    """Render ``shape`` (a Mitsuba shape or dict, see :func:`load_shape`) with ``material`` (z (6,)
-    or a Mitsuba BSDF) under ``envmap`` (H, 2H, 3), in the envmap's units. Deterministic by seed."""
-    return render_object(
-        envmap, shape, material, res=res, spp=spp, seed=seed, camera=camera, view_azimuth=view_azimuth
-    )
 
 
 def preview_rgba(obj: ObjectImage, exposure: float | None = None) -> np.ndarray:

@@ -143,8 +143,8 @@ def relight(
     """Render an object with a new material under an (estimated) environment map (Mitsuba)."""
     from pipeline.cli.render import parse_material
     from rendering.envmap import read_envmap
+    from rendering.objects import render_object as render
     from rendering.relight import check_exr_path, load_shape, write_relit
-    from rendering.relight import relight as render
 
     check_exr_path(out)
     z = parse_material(material)
