@@ -28,7 +28,31 @@ def where() -> None:
         path = Path(relative)
         state = "" if path.exists() else "  (not yet produced)"
         print(f"{label:<20} {path.resolve()}{state}")
-    print("registered models    `make ui`, then http://127.0.0.1:5000/#/models")
+    for line in _registered_models():
+        print(f"{'registered model':<20} {line}")
+    print(f"{'MLflow UI':<20} `make ui`, then http://127.0.0.1:5000/#/models")
+
+
+def _registered_models() -> list[str]:
+    """``name vN (aliases)`` for every registered model version in the tracking store."""
+    import os
+
+    if not Path("mlflow.db").exists() and not os.environ.get("MLFLOW_TRACKING_URI"):
+        return []
+    from mlflow import MlflowClient
+
+    from pipeline.registry import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    lines = []
+    for model in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for version in client.search_model_versions(f"name = '{model.name}'"):
+            tags = ", ".join(sorted(aliases.get(str(version.version), [])))
+            lines.append(f"models:/{model.name}/{version.version}" + (f"  @{tags}" if tags else ""))
+    return lines
 
 
 @app.command("info")
