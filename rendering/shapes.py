@@ -12,7 +12,9 @@ Built-in shapes (``make_shape(name, seed)``, deterministic by seed, randomly ori
 
 The procedural meshes are star-shaped: an icosphere (no seams, near-uniform vertices) whose
 vertices are moved along their direction ``d`` to the surface radius ``r(d)``; smooth vertex
-normals are recomputed by Mitsuba (area-weighted face normals).
+normals are area-weighted face normals, accumulated in numpy (:func:`smooth_vertex_normals`):
+Mitsuba's own ``recompute_vertex_normals`` sums with parallel atomic adds, whose order — and so
+the last bits of every normal and of every image rendered with them — changes from run to run.
 
 User meshes (``load_mesh(path)``): OBJ or PLY loaded by Mitsuba's ``obj``/``ply`` plugins, centred
 on their bounding box and scaled so that the farthest vertex is at distance 1.
@@ -98,9 +100,24 @@ def blob_radius(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.maximum(radius, 0.35)
 
 
+def smooth_vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals (V, 3) float32: the area-weighted sum of the adjacent faces' normals,
+    accumulated in a fixed order so the result is bit-for-bit reproducible."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    face_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2·area
+    normals = np.zeros_like(v)
+    for corner in range(3):
+        np.add.at(normals, f[:, corner], face_normals)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return (normals / np.where(length > 0, length, 1.0)).astype(np.float32)
+
+
 def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, bsdf=None, normals=None):
     """A Mitsuba triangle mesh from vertices (V, 3) and faces (F, 3); vertex normals are given or
-    recomputed (smooth). ``bsdf`` (a loaded Mitsuba BSDF) is attached when given."""
+    computed (:func:`smooth_vertex_normals`). ``bsdf`` (a loaded Mitsuba BSDF) is attached when given."""
+    if normals is None:
+        normals = smooth_vertex_normals(vertices, faces)
     mi = ensure_variant()
     props = mi.Properties()
     if bsdf is not None:
@@ -109,11 +126,8 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, bsdf=No
     params = mi.traverse(mesh)
     params["vertex_positions"] = np.ascontiguousarray(vertices, dtype=np.float32).ravel()
     params["faces"] = np.ascontiguousarray(faces, dtype=np.uint32).ravel()
-    if normals is not None:
-        params["vertex_normals"] = np.ascontiguousarray(normals, dtype=np.float32).ravel()
+    params["vertex_normals"] = np.ascontiguousarray(normals, dtype=np.float32).ravel()
     params.update()
-    if normals is None:
-        mesh.recompute_vertex_normals()
     return mesh
 
 
@@ -170,7 +184,8 @@ def make_shape(name: str, seed: int = 0, subdivisions: int = DEFAULT_SUBDIVISION
 
 def load_mesh(path: str | os.PathLike):
     """Load an OBJ/PLY mesh with Mitsuba, centred on its bounding box and scaled to the unit
-    bounding sphere. Smooth vertex normals: the file's, else Mitsuba's. Raises InputError."""
+    bounding sphere. Smooth vertex normals: the file's (or, for a file without any, those Mitsuba's
+    loader computes). Raises InputError."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
