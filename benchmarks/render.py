@@ -26,6 +26,7 @@ import numpy as np
 
 from rendering.envmap import pixel_directions
 from rendering.refmap import MIRROR, normal_grid, principled_bsdf, render_refmaps
+from rendering.spheres import render_stock_sphere
 from rendering.variant import ensure_variant
 
 RES = 128  # refmap resolution of the throughput comparison
@@ -59,28 +60,11 @@ def naive_refmaps(envmap: np.ndarray, materials: np.ndarray, spp: int, seed: int
     """The baseline: one stock Mitsuba scene and render per refmap, resampled to the grid."""
     from scipy.ndimage import map_coordinates
 
-    mi = ensure_variant()
     normals = normal_grid(RES)
     position = [(1 - normals[..., 1]) / 2 * RES - 0.5, (normals[..., 0] + 1) / 2 * RES - 0.5]
     out = []
     for z in materials:
-        scene = mi.load_dict(
-            {
-                "type": "scene",
-                "integrator": {"type": "direct"},
-                "sensor": {
-                    "type": "orthographic",
-                    "to_world": mi.ScalarTransform4f().look_at(
-                        origin=[0, 0, 5], target=[0, 0, 0], up=[0, 1, 0]
-                    ),
-                    "film": {"type": "hdrfilm", "width": RES, "height": RES, "rfilter": {"type": "box"}},
-                    "sampler": {"type": "independent", "sample_count": spp},
-                },
-                "sphere": {"type": "sphere", "bsdf": principled_bsdf(z)},
-                "light": {"type": "envmap", "bitmap": mi.Bitmap(envmap)},
-            }
-        )
-        image = np.array(mi.render(scene, seed=seed))
+        image = render_stock_sphere(envmap, principled_bsdf(z), RES, spp, seed)
         out.append(
             np.stack([map_coordinates(image[..., c], position, order=1, mode="nearest") for c in range(3)])
         )

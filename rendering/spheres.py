@@ -52,6 +52,13 @@ def render_sphere(envmap: np.ndarray, sphere: str, res: int = 64, spp: int = 64,
     """One protocol sphere under ``envmap`` (H, 2H, 3): linear RGB float32 (res, res, 3)."""
     if sphere not in SPHERE_BSDFS:
         raise ValueError(f"unknown sphere {sphere!r}; the protocol's spheres are {SPHERES}")
+    return render_stock_sphere(envmap, SPHERE_BSDFS[sphere], res, spp, seed)
+
+
+def render_stock_sphere(envmap: np.ndarray, bsdf, res: int = 64, spp: int = 64, seed: int = 0) -> np.ndarray:
+    """The unit sphere with ``bsdf`` (a Mitsuba BSDF or its dict) under ``envmap`` (H, 2H, 3), seen
+    by an orthographic camera along −z, rendered by stock Mitsuba: a fresh ``mi.load_dict`` scene,
+    the ``direct`` integrator, one ``mi.render`` call. Linear RGB float32 (res, res, 3)."""
     envmap = validate_envmap(envmap)
     mi = ensure_variant()
     scene = mi.load_dict(
@@ -73,7 +80,7 @@ def render_sphere(envmap: np.ndarray, sphere: str, res: int = 64, spp: int = 64,
                 "sampler": {"type": "independent", "sample_count": spp},
             },
             "emitter": {"type": "envmap", "bitmap": mi.Bitmap(envmap)},
-            "sphere": {"type": "sphere", "bsdf": SPHERE_BSDFS[sphere]},
+            "sphere": {"type": "sphere", "bsdf": bsdf},
         }
     )
     image = np.array(mi.render(scene, seed=seed), dtype=np.float32)

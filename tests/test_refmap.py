@@ -24,6 +24,7 @@ from rendering.refmap import (
     render_refmaps,
     render_refmaps_bsdf,
 )
+from rendering.spheres import render_stock_sphere
 from rendering.variant import ensure_variant
 
 VIEW = np.array([0.0, 0.0, 1.0])
@@ -82,7 +83,6 @@ def test_fast_renderer_matches_stock_mitsuba_render(envmap):
     at the refmap normals agrees with render_refmaps: the fast path computes the same integral."""
     from scipy.ndimage import map_coordinates
 
-    mi = ensure_variant()
     materials = np.array(
         [[0.0, 0.8, 0.5, 0.2, 0.5, 0.5], [1.0, 0.9, 0.6, 0.3, 0.3, 0.2], [0.3, 0.2, 0.7, 0.4, 0.7, 0.9]],
         dtype=np.float32,
@@ -94,23 +94,7 @@ def test_fast_renderer_matches_stock_mitsuba_render(envmap):
     # Image position of each normal (orthographic view of the unit sphere: x = n_x, y = n_y).
     position = [(1 - normals[..., 1]) / 2 * size - 0.5, (normals[..., 0] + 1) / 2 * size - 0.5]
     for z, refmap in zip(materials, ours, strict=True):
-        scene = mi.load_dict(
-            {
-                "type": "scene",
-                "integrator": {"type": "direct"},
-                "sensor": {
-                    "type": "orthographic",
-                    "to_world": mi.ScalarTransform4f().look_at(
-                        origin=[0, 0, 5], target=[0, 0, 0], up=[0, 1, 0]
-                    ),
-                    "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"}},
-                    "sampler": {"type": "independent", "sample_count": 256},
-                },
-                "sphere": {"type": "sphere", "bsdf": principled_bsdf(z)},
-                "light": {"type": "envmap", "bitmap": mi.Bitmap(envmap)},
-            }
-        )
-        image = np.array(mi.render(scene, seed=3))
+        image = render_stock_sphere(envmap, principled_bsdf(z), size, 256, seed=3)
         stock = np.stack([map_coordinates(image[..., c], position, order=1) for c in range(3)])[:, inner]
         fast = refmap[:, inner]
         # Means over the region (a bias check; MC noise ≈ 0.3 %, the image's pixel footprint a
