@@ -150,14 +150,19 @@ def test_killed_render_resumes_and_redoes_only_unfinished_shards(workspace, tmp_
         f"run_render_dataset('drmnet', 'train', params_path={str(params)!r}, out_dir={str(out)!r}, "
         f"envmap_dir={str(workspace / 'envmaps')!r})"
     )
+    # Its own process group, so the kill also takes the ephemeral Prefect server it started.
     process = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     first_record = record_path(split_dir, "drmnet-train-000000.tar")
     try:
         while not first_record.exists() and process.poll() is None:
             time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait()
     assert first_record.exists(), "the subprocess died before finishing its first shard"
