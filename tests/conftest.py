@@ -9,3 +9,15 @@ import pytest
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run fastest, steadiest and bit-reproducibly on one thread (several compete
+    for a 2-core machine); the previous thread count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -41,13 +41,7 @@ STEPS = 3
 TIMEOUT_S = 300  # a hung rank fails the test instead of blocking CI
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The reproduced gradients below are computed on one thread, as the ranks compute theirs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

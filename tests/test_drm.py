@@ -28,13 +28,7 @@ Z0 = torch.tensor(CONFIG.z0)
 NET = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(8,))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest (and steadiest on a shared 2-core machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_schedule_length_matches_the_formula():

@@ -15,15 +15,7 @@ RES = 16  # refmap resolution of the tiny models
 MATERIAL = np.array([0.2, 0.8, 0.5, 0.3, 0.35, 0.5], dtype=np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """The tiny networks run faster on one thread than on several competing for two cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny_models(directory: Path, res: int = RES, seed: int = 0) -> tuple[Path, Path]:

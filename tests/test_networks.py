@@ -16,12 +16,7 @@ NET = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(8,))
 R = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _count(net: torch.nn.Module) -> int:

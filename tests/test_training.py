@@ -25,13 +25,7 @@ R = 16
 NET = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(8,))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train fastest, and bit-reproducibly, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
