@@ -11,10 +11,11 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny networks run fastest, steadiest and bit-reproducibly on one thread (several compete
-    for a 2-core machine); the previous thread count is restored afterwards."""
+    for a 2-core machine); the previous thread count is restored after the module. Module-scoped
+    so module fixtures that train or sample can request it too."""
     import torch
 
     threads = torch.get_num_threads()

@@ -44,7 +44,7 @@ def studio_envmap(height: int = 16) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, one_torch_thread):
     """Tiny models and an object rendered under a studio envmap, saved as `drmnet estimate` reads it."""
     from rendering.objects import render_object, save_object
     from rendering.shapes import make_shape

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_estimate import RES, save_tiny_models, single_torch_thread  # noqa: F401  (fixture)
+from test_estimate import RES, save_tiny_models
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_protocol_spheres_under_a_constant_envmap():
@@ -124,7 +126,7 @@ def make_test_data(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(tmp_path_factory, one_torch_thread):
     """Two registered DRMNet versions (with one registered ObsNet) evaluated one after the other,
     in an MLflow store of their own (working directory and tracking URI inside a temp dir)."""
     from pipeline.flows.evaluate import run_evaluation

@@ -10,12 +10,14 @@ import re
 
 import numpy as np
 import pytest
-from test_estimate import run_cli, save_tiny_models, single_torch_thread  # noqa: F401  (fixture)
+from test_estimate import run_cli, save_tiny_models
 from test_evaluation import make_test_data
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, one_torch_thread):
     """Evaluate tiny checkpoint directories (no registry) and build the report from it."""
     from pipeline.flows.evaluate import run_evaluation
     from pipeline.report import build_report
