@@ -39,6 +39,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # MLflow UI on loopback only.
 ui: setup

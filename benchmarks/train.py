@@ -37,9 +37,19 @@ def synthetic_batches(net: str, batch: int, res: int, count: int = 4) -> list[di
         full = [refmap() for _ in range(count)]
         return [{"refmap_obs": r, "observed": r * mask, "observed_mask": mask} for r in full]
     K = torch.full((batch,), 60)
-    return [{"refmap_obs": refmap(), "refmap_k": refmap(), "refmap_next": refmap(), "refmap_mirror": refmap(),
-             "z_obs": torch.rand(batch, 6, generator=gen), "z_k": torch.rand(batch, 6, generator=gen),
-             "k": torch.randint(1, 60, (batch,), generator=gen), "K": K} for _ in range(count)]
+    return [
+        {
+            "refmap_obs": refmap(),
+            "refmap_k": refmap(),
+            "refmap_next": refmap(),
+            "refmap_mirror": refmap(),
+            "z_obs": torch.rand(batch, 6, generator=gen),
+            "z_k": torch.rand(batch, 6, generator=gen),
+            "k": torch.randint(1, 60, (batch,), generator=gen),
+            "K": K,
+        }
+        for _ in range(count)
+    ]
 
 
 def measure(net: str, profile: str, batch: int, steps: int) -> tuple[float, int, float]:
@@ -55,16 +65,24 @@ def measure(net: str, profile: str, batch: int, steps: int) -> tuple[float, int,
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         # One tick per step; the first (warm-up) tick is dropped, the others are timed.
-        loop(data, Path(tmp) / net, config, total_samples=batch * (steps + 1), tick_samples=batch,
-             snapshot_ticks=10**9, log=lambda line: None)
+        loop(
+            data,
+            Path(tmp) / net,
+            config,
+            total_samples=batch * (steps + 1),
+            tick_samples=batch,
+            snapshot_ticks=10**9,
+            log=lambda line: None,
+        )
         history = torch.load(Path(tmp) / net / "state.pt", weights_only=True)["history"]
     timed = [batch / row["samples_per_second"] for row in history[1:]]  # seconds per timed step
     return batch * len(timed) / sum(timed), size, time.perf_counter() - start
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profiles", default="tiny,small,paper")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = parser.parse_args()
@@ -72,8 +90,9 @@ def main() -> None:
     # (batch, timed steps) per profile: enough steps for a stable figure, few for the paper nets.
     plan = {"tiny": (20, 10), "small": (20, 3), "paper": (2, 1)}
     print(f"training throughput, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'net':7} {'profile':7} {'params':>12} {'batch':>5} {'samples/s':>10} {'vs tiny':>9} "
-          f"{'wall s':>7}")
+    print(
+        f"{'net':7} {'profile':7} {'params':>12} {'batch':>5} {'samples/s':>10} {'vs tiny':>9} {'wall s':>7}"
+    )
     baseline: dict[str, float] = {}
     for profile in args.profiles.split(","):
         batch, steps = plan[profile]

@@ -42,7 +42,7 @@ def material_at(z_K: torch.Tensor, k: torch.Tensor, K: torch.Tensor, config: DRM
     """z_k = z0 + γ^(K−1−k) (z_K − z0); z_K (B, 6), k and K (B,) → (B, 6)."""
     z0 = mirror_material(config, z_K)
     power = (K - 1 - k).to(z_K.dtype)
-    return z0 + (config.gamma ** power)[:, None] * (z_K - z0)
+    return z0 + (config.gamma**power)[:, None] * (z_K - z0)
 
 
 def luminance(refmap: torch.Tensor) -> torch.Tensor:
@@ -96,8 +96,12 @@ def drm_loss(
     z_k_loss = F.mse_loss(z_k.float(), z_k_target)
     z_K_loss = F.mse_loss(z_K.float(), z_K_target)
     total = ILLNET_WEIGHT * illnet + REFNET_WEIGHT * (z_k_loss + z_K_loss) / 2
-    parts = {"loss": total.detach(), "loss_residual": illnet.detach(), "loss_z_k": z_k_loss.detach(),
-             "loss_z_K": z_K_loss.detach()}
+    parts = {
+        "loss": total.detach(),
+        "loss_residual": illnet.detach(),
+        "loss_z_k": z_k_loss.detach(),
+        "loss_z_K": z_K_loss.detach(),
+    }
     return total, parts
 
 

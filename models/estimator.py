@@ -53,8 +53,10 @@ class Estimator:
         self.obsnet = obsnet.to(self.device).eval() if obsnet is not None else None
         self.diffusion = Diffusion(obsnet_config.diffusion) if obsnet_config is not None else None
         if obsnet_config is not None and obsnet_config.resolution != drmnet_config.resolution:
-            raise ValueError(f"ObsNet resolution {obsnet_config.resolution} != DRMNet resolution "
-                             f"{drmnet_config.resolution}")
+            raise ValueError(
+                f"ObsNet resolution {obsnet_config.resolution} != DRMNet resolution "
+                f"{drmnet_config.resolution}"
+            )
 
     @classmethod
     def from_directories(
@@ -88,8 +90,10 @@ class Estimator:
             x = x[None]
         r = self.resolution
         if x.ndim != 4 or x.shape[1:] != (channels, r, r):
-            raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (B, {channels}, {r}, {r}) "
-                             f"or ({channels}, {r}, {r}) for this {r}×{r} model")
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}; expected (B, {channels}, {r}, {r}) "
+                f"or ({channels}, {r}, {r}) for this {r}×{r} model"
+            )
         if not torch.isfinite(x).all() or (x < 0).any():
             raise ValueError(f"{name} must hold finite values >= 0")
         return x
@@ -137,8 +141,15 @@ class Estimator:
                 observation = self.complete(observation, mask, generator, obsnet_steps, eta)
 
         scale = intensity_scale(observation, self.drmnet_config.drm)
-        samples = sample_drm(self.illnet, self.refnet, to_network(observation, scale), self.drmnet_config.drm,
-                             generator, max_steps, keep_intermediates)
+        samples = sample_drm(
+            self.illnet,
+            self.refnet,
+            to_network(observation, scale),
+            self.drmnet_config.drm,
+            generator,
+            max_steps,
+            keep_intermediates,
+        )
 
         def per_input(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(b, n, *x.shape[1:])

@@ -173,8 +173,9 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(ch))
                 res *= 2
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
-                                 zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            group_norm(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+        )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h, skips = self.encoder(x, emb)
@@ -194,8 +195,9 @@ class EncoderUNet(nn.Module):
         super().__init__()
         self.encoder = Encoder(in_channels, config, resolution)
         ch = self.encoder.out_channels
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(ch, out_features))
+        self.out = nn.Sequential(
+            group_norm(ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, out_features)
+        )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h, _ = self.encoder(x, emb)
@@ -208,8 +210,9 @@ class EmbeddingMLP(nn.Module):
 
     def __init__(self, in_features: int, emb_channels: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, emb_channels), nn.SiLU(),
-                                 nn.Linear(emb_channels, emb_channels))
+        self.net = nn.Sequential(
+            nn.Linear(in_features, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

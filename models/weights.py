@@ -27,22 +27,27 @@ WEIGHTS_FILE = "ema.safetensors"  # inference weights (EMA of the training weigh
 def build_networks(config: DRMNetConfig | ObsNetConfig) -> dict[str, nn.Module]:
     """Freshly initialised networks: {"illnet", "refnet"} for DRMNet, {"obsnet"} for ObsNet."""
     if isinstance(config, DRMNetConfig):
-        return {"illnet": IllNet(config.illnet, config.resolution),
-                "refnet": RefNet(config.refnet, config.resolution)}
+        return {
+            "illnet": IllNet(config.illnet, config.resolution),
+            "refnet": RefNet(config.refnet, config.resolution),
+        }
     return {"obsnet": ObsNet(config.unet, config.resolution)}
 
 
 def state_dict_of(nets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """One flat state dict with keys ``<net>.<param>``, contiguous CPU tensors."""
-    return {f"{name}.{key}": value.detach().cpu().contiguous()
-            for name, net in nets.items() for key, value in net.state_dict().items()}
+    return {
+        f"{name}.{key}": value.detach().cpu().contiguous()
+        for name, net in nets.items()
+        for key, value in net.state_dict().items()
+    }
 
 
 def load_state_dict_into(nets: dict[str, nn.Module], tensors: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`state_dict_of`; every network's keys must match exactly."""
     for name, net in nets.items():
         prefix = f"{name}."
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
 def save_weights(

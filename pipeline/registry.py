@@ -63,10 +63,15 @@ def experiment_id(name: str = EXPERIMENT) -> str:
 def git_commit() -> str | None:
     """HEAD's commit (``-dirty`` when tracked files changed), or None outside a git checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty else "")
@@ -239,8 +244,11 @@ def resolve_model_dir(uri: str | os.PathLike) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
     except MlflowException as error:
-        raise InputError(text, f"no such registered model version or alias in the registry at "
-                         f"{tracking_uri()} ({error.message})") from None
+        raise InputError(
+            text,
+            f"no such registered model version or alias in the registry at "
+            f"{tracking_uri()} ({error.message})",
+        ) from None
     from models.weights import CONFIG_FILE
 
     found = sorted(p.parent for p in local.rglob(CONFIG_FILE))

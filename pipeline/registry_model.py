@@ -42,8 +42,11 @@ class EstimatorModel(mlflow.pyfunc.PythonModel):
         if isinstance(self.config, DRMNetConfig):
             samples = int(model_input.get("num_samples", 1))
             out = self.estimator.estimate(refmap, num_samples=samples, seed=seed)
-            return {"mirror": out.mirror.numpy(), "material": out.material.numpy(),
-                    "steps": out.steps.numpy()}
+            return {
+                "mirror": out.mirror.numpy(),
+                "material": out.material.numpy(),
+                "steps": out.steps.numpy(),
+            }
         mask = torch.as_tensor(np.asarray(model_input["mask"], dtype=np.float32))
         generator = torch.Generator().manual_seed(seed)
         observed = refmap * (mask > 0.5)

@@ -58,16 +58,32 @@ def split_dir(tmp_path_factory) -> Path:
         samples, rows = [], []
         for index in (2 * shard, 2 * shard + 1):
             s = chosen[index]
-            sample = {field: s[field].numpy() for field in
-                      ("refmap_obs", "refmap_k", "refmap_next", "refmap_mirror", "z_obs", "z_k", "z_next")}
-            sample.update(k=int(s["k"]), K=int(s["K"]), view_azimuth=float(s["view_azimuth"]),
-                          envmap_id="blob-0", material_source="uniform")
+            sample = {
+                field: s[field].numpy()
+                for field in (
+                    "refmap_obs",
+                    "refmap_k",
+                    "refmap_next",
+                    "refmap_mirror",
+                    "z_obs",
+                    "z_k",
+                    "z_next",
+                )
+            }
+            sample.update(
+                k=int(s["k"]),
+                K=int(s["K"]),
+                view_azimuth=float(s["view_azimuth"]),
+                envmap_id="blob-0",
+                material_source="uniform",
+            )
             key = sample_key("drmnet", "train", index)
             samples.append((key, sample))
             rows.append(sample_row(key, name, index, sample))
         info = write_shard(split / name, samples)
-        records.append({"shard": name, "samples": info.samples, "bytes": info.bytes, "sha256": info.sha256,
-                        "rows": rows})
+        records.append(
+            {"shard": name, "samples": info.samples, "bytes": info.bytes, "sha256": info.sha256, "rows": rows}
+        )
     write_manifests(split, records)
     return split
 
@@ -79,10 +95,16 @@ def _params(stop_at_samples: int | None = None) -> dict:
     params["profile"] = "tiny"
     tiny = params["profiles"]["tiny"]
     tiny["refmap_res"] = R
-    tiny["train_drmnet"] = {"total_samples": STEPS * BATCH, "lr": 1e-3, "warmup_samples": BATCH,
-                            "ema_halflife_samples": BATCH, "tick_samples": BATCH}
-    params["train_drmnet"].update(batch_size=BATCH, num_workers=1, shuffle_buffer=4, snapshot_ticks=100,
-                                  preview_ticks=0)
+    tiny["train_drmnet"] = {
+        "total_samples": STEPS * BATCH,
+        "lr": 1e-3,
+        "warmup_samples": BATCH,
+        "ema_halflife_samples": BATCH,
+        "tick_samples": BATCH,
+    }
+    params["train_drmnet"].update(
+        batch_size=BATCH, num_workers=1, shuffle_buffer=4, snapshot_ticks=100, preview_ticks=0
+    )
     if stop_at_samples is not None:
         params["train_drmnet"]["stop_at_samples"] = stop_at_samples
     return params
@@ -94,9 +116,24 @@ def _torchrun(workdir: Path, split: Path, params: dict, *options: str) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(RANKS), "-m", "pipeline.cli",
-               "train", "drmnet", "--data", str(split), "--no-register", "--params",
-               str(workdir / "params.yaml"), "--device", "cpu", *options]
+    command = [
+        str(TORCHRUN),
+        "--standalone",
+        "--nproc_per_node",
+        str(RANKS),
+        "-m",
+        "pipeline.cli",
+        "train",
+        "drmnet",
+        "--data",
+        str(split),
+        "--no-register",
+        "--params",
+        str(workdir / "params.yaml"),
+        "--device",
+        "cpu",
+        *options,
+    ]
     log = workdir / "torchrun.log"  # a file, not a pipe: no rank left behind can keep us waiting on it
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -143,8 +180,9 @@ class ReferenceTraining:
         torch.manual_seed(seed)  # the loop's seed: the networks as they are before training
         self.nets = {name: net.train() for name, net in build_networks(self.network).items()}
         self.params = [p for net in self.nets.values() for p in net.parameters()]
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.settings["lr"],
-                                           weight_decay=self.settings["weight_decay"])
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=self.settings["lr"], weight_decay=self.settings["weight_decay"]
+        )
         self.generators = [torch.Generator().manual_seed(seed + 1000 * rank) for rank in range(RANKS)]
         self.samples = 0
 
@@ -156,8 +194,9 @@ class ReferenceTraining:
         grads = []
         for batch, generator in zip(rank_batches, self.generators, strict=True):
             self.optimizer.zero_grad(set_to_none=True)
-            loss, _ = drm_training_loss(self.nets["illnet"], self.nets["refnet"], batch, self.network.drm,
-                                        teacher, generator)
+            loss, _ = drm_training_loss(
+                self.nets["illnet"], self.nets["refnet"], batch, self.network.drm, teacher, generator
+            )
             loss.backward()
             grads.append([p.grad.clone() for p in self.params])
         for p, *rank_grads in zip(self.params, *grads, strict=True):
@@ -179,8 +218,13 @@ class ReferenceTraining:
         assert state["optimizer"]["state"].keys() == moments.keys()
         for index, expected in moments.items():
             for name in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(state["optimizer"]["state"][index][name], expected[name],
-                                           rtol=1e-5, atol=1e-9, msg=f"{name} of parameter {index}")
+                torch.testing.assert_close(
+                    state["optimizer"]["state"][index][name],
+                    expected[name],
+                    rtol=1e-5,
+                    atol=1e-9,
+                    msg=f"{name} of parameter {index}",
+                )
 
 
 def test_torchrun_two_cpu_ranks_train_with_the_mean_gradient_and_resume(split_dir, tmp_path, monkeypatch):
@@ -218,7 +262,11 @@ def test_torchrun_two_cpu_ranks_train_with_the_mean_gradient_and_resume(split_di
 
     # The files a user and DVC read: complete, no temporary files left.
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.json", "ema.safetensors", "model.safetensors", "state.pt"]
+        "config.json",
+        "ema.safetensors",
+        "model.safetensors",
+        "state.pt",
+    ]
     ema = load_file(run_dir / "ema.safetensors")
     for key, value in ema.items():
         assert torch.isfinite(value).all(), key

@@ -124,8 +124,15 @@ def test_sampler_stops_each_sample_on_its_own():
     gen = torch.Generator().manual_seed(5)
     brightness = torch.logspace(-2, 2, 6).view(6, 1, 1, 1)
     observation = transform(torch.rand(6, 3, 16, 16, generator=gen) * brightness)
-    out = sample_drm(illnet, refnet, observation, CONFIG, torch.Generator().manual_seed(1), max_steps=50,
-                     keep_intermediates=True)
+    out = sample_drm(
+        illnet,
+        refnet,
+        observation,
+        CONFIG,
+        torch.Generator().manual_seed(1),
+        max_steps=50,
+        keep_intermediates=True,
+    )
     assert len(set(out.steps.tolist())) > 1, "the test needs samples that stop at different steps"
     assert (out.steps <= 50).all()
     with torch.no_grad():

@@ -21,8 +21,16 @@ from rendering.errors import InputError
 
 R = 16
 TINY_NET = {"channels": 8, "multipliers": [1, 2], "res_blocks": 1, "attention": [8]}
-SHORT = {"total_samples": 16, "batch_size": 4, "num_workers": 0, "shuffle_buffer": 0, "tick_samples": 8,
-         "preview_ticks": 1, "warmup_samples": 4, "ema_halflife_samples": 8}
+SHORT = {
+    "total_samples": 16,
+    "batch_size": 4,
+    "num_workers": 0,
+    "shuffle_buffer": 0,
+    "tick_samples": 8,
+    "preview_ticks": 1,
+    "warmup_samples": 4,
+    "ema_halflife_samples": 8,
+}
 
 
 def _numpy(sample: dict[str, torch.Tensor]) -> dict:
@@ -39,13 +47,20 @@ def workspace(tmp_path_factory):
     drm = drmnet_trajectories(envmap, np.array([[0.9, 0.8, 0.8, 0.9, 0.2, 0.9]], np.float32), R, spp=8)[::4]
     obs = obsnet_samples(envmap, np.random.default_rng(1).random((6, 6)).astype(np.float32), R, spp=8)
     for net, samples in (("drmnet", drm), ("obsnet", obs)):
-        write_shard(root / "data/shards" / net / "train" / f"{net}-train-000000.tar",
-                    [(f"{net}-train-{i:08d}", _numpy(s)) for i, s in enumerate(samples)])
+        write_shard(
+            root / "data/shards" / net / "train" / f"{net}-train-000000.tar",
+            [(f"{net}-train-{i:08d}", _numpy(s)) for i, s in enumerate(samples)],
+        )
     params = load_params()
     params["profile"] = "tiny"
-    params["profiles"]["tiny"].update(refmap_res=R, illnet=TINY_NET, refnet=TINY_NET, obsnet=TINY_NET,
-                                      train_drmnet=SHORT,
-                                      train_obsnet={**SHORT, "diffusion": {"sampling_steps": 4}})
+    params["profiles"]["tiny"].update(
+        refmap_res=R,
+        illnet=TINY_NET,
+        refnet=TINY_NET,
+        obsnet=TINY_NET,
+        train_drmnet=SHORT,
+        train_obsnet={**SHORT, "diffusion": {"sampling_steps": 4}},
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -102,8 +117,10 @@ def test_registered_models_load_back_with_the_same_outputs(trained):
     mask = torch.zeros(1, 1, R, R)
     mask[..., 3:12, 4:13] = 1.0
     local = load_estimator("checkpoints/drmnet", "checkpoints/obsnet", device="cpu")
-    for drmnet_uri, obsnet_uri in (("models:/drmnet@candidate", "models:/obsnet@candidate"),
-                                   ("models:/drmnet/1", "models:/obsnet/latest")):
+    for drmnet_uri, obsnet_uri in (
+        ("models:/drmnet@candidate", "models:/obsnet@candidate"),
+        ("models:/drmnet/1", "models:/obsnet/latest"),
+    ):
         registered = load_estimator(drmnet_uri, obsnet_uri, device="cpu")
         a = local.estimate(refmap * mask, mask, num_samples=2, seed=3, max_steps=5)
         b = registered.estimate(refmap * mask, mask, num_samples=2, seed=3, max_steps=5)
@@ -116,8 +133,9 @@ def test_registered_models_load_back_with_the_same_outputs(trained):
     np.testing.assert_array_equal(out["mirror"], expected.mirror.numpy())
 
 
-@pytest.mark.parametrize("uri", ["models:/drmnet/99", "models:/drmnet@nosuchalias", "models:/nosuchmodel/1",
-                                 "checkpoints/nowhere"])
+@pytest.mark.parametrize(
+    "uri", ["models:/drmnet/99", "models:/drmnet@nosuchalias", "models:/nosuchmodel/1", "checkpoints/nowhere"]
+)
 def test_missing_models_are_a_clear_error(trained, uri):
     with pytest.raises(InputError, match=uri):
         load_estimator(uri)

@@ -38,8 +38,10 @@ def trajectories():
 def _mean_loss(nets, samples, config: DRMNetConfig) -> float:
     gen = torch.Generator().manual_seed(123)
     with torch.no_grad():
-        losses = [drm_training_loss(nets["illnet"], nets["refnet"], b, config.drm, False, gen)[0].item()
-                  for b in batches(samples, 16)]
+        losses = [
+            drm_training_loss(nets["illnet"], nets["refnet"], b, config.drm, False, gen)[0].item()
+            for b in batches(samples, 16)
+        ]
     return float(np.mean(losses))
 
 
@@ -47,9 +49,17 @@ def test_drmnet_learns_its_training_trajectories(trajectories, tmp_path):
     config = DRMNetConfig(R, NET, NET)
     run_dir = tmp_path / "drmnet"
     summary = train_drmnet(
-        lambda epoch: batches(trajectories, 16, seed=epoch), run_dir, config, total_samples=6000, lr=3e-3,
-        warmup_samples=300, ema_halflife_samples=300, tick_samples=1000, log=lambda line: None,
-        metrics_path=tmp_path / "metrics.json", plot_path=tmp_path / "curve.csv",
+        lambda epoch: batches(trajectories, 16, seed=epoch),
+        run_dir,
+        config,
+        total_samples=6000,
+        lr=3e-3,
+        warmup_samples=300,
+        ema_halflife_samples=300,
+        tick_samples=1000,
+        log=lambda line: None,
+        metrics_path=tmp_path / "metrics.json",
+        plot_path=tmp_path / "curve.csv",
     )
     torch.manual_seed(0)  # the loop's seed: the networks as they were before training
     before = _mean_loss(build_networks(config), trajectories, config)
@@ -97,13 +107,26 @@ def test_obsnet_learns_to_fill_the_holes_of_its_observations(tmp_path):
     samples = obsnet_samples(blob_envmap(32, seed=1), z_obs, R, spp=16, seed=0)
     config = ObsNetConfig(R, UNetConfig(16, (1, 2), 1, (8,)), DiffusionConfig(prediction="v"))
     train_obsnet(
-        lambda epoch: batches(samples, 8, seed=epoch), tmp_path / "obsnet", config, total_samples=3000,
-        lr=3e-3, warmup_samples=150, ema_halflife_samples=150, tick_samples=1000, log=lambda line: None,
+        lambda epoch: batches(samples, 8, seed=epoch),
+        tmp_path / "obsnet",
+        config,
+        total_samples=3000,
+        lr=3e-3,
+        warmup_samples=150,
+        ema_halflife_samples=150,
+        tick_samples=1000,
+        log=lambda line: None,
     )
     loaded, nets = load_networks(tmp_path / "obsnet")
     batch = batches(samples, len(samples))[0]
-    completed = complete_refmap(nets["obsnet"], Diffusion(loaded.diffusion), batch["observed"],
-                                batch["observed_mask"], steps=20, generator=torch.Generator().manual_seed(0))
+    completed = complete_refmap(
+        nets["obsnet"],
+        Diffusion(loaded.diffusion),
+        batch["observed"],
+        batch["observed_mask"],
+        steps=20,
+        generator=torch.Generator().manual_seed(0),
+    )
     holes = (batch["observed_mask"] < 0.5).expand_as(batch["refmap_obs"])
 
     def log_rmse(refmap: torch.Tensor) -> float:
@@ -120,11 +143,26 @@ def test_resumed_training_equals_uninterrupted_training(net, trajectories, tmp_p
     if net == "drmnet":
         samples, loop, config = trajectories[::5][:16], train_drmnet, DRMNetConfig(R, NET, NET)
     else:
-        samples = [{"refmap_obs": s["refmap_obs"], "observed": s["refmap_obs"] * (s["refmap_obs"][:1] > 0.5),
-                    "observed_mask": (s["refmap_obs"][:1] > 0.5).float()} for s in trajectories[::5][:16]]
+        samples = [
+            {
+                "refmap_obs": s["refmap_obs"],
+                "observed": s["refmap_obs"] * (s["refmap_obs"][:1] > 0.5),
+                "observed_mask": (s["refmap_obs"][:1] > 0.5).float(),
+            }
+            for s in trajectories[::5][:16]
+        ]
         loop, config = train_obsnet, ObsNetConfig(R, NET)
-    options = dict(network=config, total_samples=32, lr=1e-3, warmup_samples=8, ema_halflife_samples=8,
-                   teacher_forcing=0.5, tick_samples=4, snapshot_ticks=100, log=lambda line: None)
+    options = dict(
+        network=config,
+        total_samples=32,
+        lr=1e-3,
+        warmup_samples=8,
+        ema_halflife_samples=8,
+        teacher_forcing=0.5,
+        tick_samples=4,
+        snapshot_ticks=100,
+        log=lambda line: None,
+    )
     if net == "obsnet":
         del options["teacher_forcing"]
 

@@ -52,12 +52,20 @@ def drmnet_trajectories(
         azimuths = np.full(len(materials), azimuth)
         refmaps = torch.from_numpy(render_refmaps(envmap, materials, azimuths, res, spp, seed))
         for i in range(K - 1):  # refmaps[i] is L_k with k = K−1−i; refmaps[i + 1] is L_{k−1}
-            samples.append({
-                "refmap_obs": refmaps[0], "refmap_k": refmaps[i], "refmap_next": refmaps[i + 1],
-                "refmap_mirror": refmaps[-1], "z_obs": z_K[0], "z_k": torch.from_numpy(materials[i]),
-                "z_next": torch.from_numpy(materials[i + 1]), "k": torch.tensor(K - 1 - i),
-                "K": torch.tensor(K), "view_azimuth": torch.tensor(azimuth, dtype=torch.float32),
-            })
+            samples.append(
+                {
+                    "refmap_obs": refmaps[0],
+                    "refmap_k": refmaps[i],
+                    "refmap_next": refmaps[i + 1],
+                    "refmap_mirror": refmaps[-1],
+                    "z_obs": z_K[0],
+                    "z_k": torch.from_numpy(materials[i]),
+                    "z_next": torch.from_numpy(materials[i + 1]),
+                    "k": torch.tensor(K - 1 - i),
+                    "K": torch.tensor(K),
+                    "view_azimuth": torch.tensor(azimuth, dtype=torch.float32),
+                }
+            )
     return samples
 
 

@@ -46,8 +46,10 @@ class BatchStream:
             batch = next(self._iter)
         self.index += 1
         # Tensors move to the device; the reader's other fields (sample keys, envmap ids) stay.
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()}
+        return {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
 
     def state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}

@@ -79,13 +79,19 @@ def load_checkpoint(
         raise InputError(run_dir, f"no checkpoint to resume from ({STATE_FILE} missing)")
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
     if saved != json.loads(json.dumps(config.to_dict())):
-        raise InputError(run_dir / CONFIG_FILE, "was written for other network settings than params.yaml's; "
-                         "delete the checkpoint directory (or restore the settings) to continue")
+        raise InputError(
+            run_dir / CONFIG_FILE,
+            "was written for other network settings than params.yaml's; "
+            "delete the checkpoint directory (or restore the settings) to continue",
+        )
     state = torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True)
     for name in (MODEL_FILE, WEIGHTS_FILE):
         if not (run_dir / name).is_file() or _weights_samples(run_dir / name) != state["samples"]:
-            raise InputError(run_dir / name, f"does not belong to the checkpoint at {state['samples']} "
-                             "samples (interrupted while saving?); delete the directory to start over")
+            raise InputError(
+                run_dir / name,
+                f"does not belong to the checkpoint at {state['samples']} "
+                "samples (interrupted while saving?); delete the directory to start over",
+            )
     device = next(next(iter(nets.values())).parameters()).device
     load_state_dict_into(nets, {k: v.to(device) for k, v in load_file(run_dir / MODEL_FILE).items()})
     load_state_dict_into(ema_nets, {k: v.to(device) for k, v in load_file(run_dir / WEIGHTS_FILE).items()})

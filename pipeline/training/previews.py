@@ -34,8 +34,9 @@ def _grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
 
 
 @torch.no_grad()
-def drmnet_preview(nets: dict[str, nn.Module], config: DRMNetConfig, batch: dict[str, torch.Tensor],
-                   seed: int = 0) -> np.ndarray:
+def drmnet_preview(
+    nets: dict[str, nn.Module], config: DRMNetConfig, batch: dict[str, torch.Tensor], seed: int = 0
+) -> np.ndarray:
     """uint8 (rows·R, 3·R, 3) grid for the first samples of a DRMNet batch."""
     obs = batch["refmap_obs"][:PREVIEW_SAMPLES].float()
     scale = intensity_scale(obs, config.drm)
@@ -46,8 +47,9 @@ def drmnet_preview(nets: dict[str, nn.Module], config: DRMNetConfig, batch: dict
 
 
 @torch.no_grad()
-def obsnet_preview(nets: dict[str, nn.Module], config: ObsNetConfig, batch: dict[str, torch.Tensor],
-                   seed: int = 0) -> np.ndarray:
+def obsnet_preview(
+    nets: dict[str, nn.Module], config: ObsNetConfig, batch: dict[str, torch.Tensor], seed: int = 0
+) -> np.ndarray:
     """uint8 (rows·R, 3·R, 3) grid for the first samples of an ObsNet batch."""
     observed = batch["observed"][:PREVIEW_SAMPLES].float()
     mask = batch["observed_mask"][:PREVIEW_SAMPLES].float()

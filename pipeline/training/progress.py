@@ -44,9 +44,11 @@ class Progress:
         eta = (self.total_samples - samples) / overall if overall > 0 else float("inf")
         losses = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("loss"))
         percent = 100 * samples / self.total_samples
-        return (f"{name}  samples {samples}/{self.total_samples} ({percent:.1f}%)  step {step}  "
-                f"{metrics.get('samples_per_second', 0):.1f} samples/s  "
-                f"ETA {_duration(eta)}  {losses}")
+        return (
+            f"{name}  samples {samples}/{self.total_samples} ({percent:.1f}%)  step {step}  "
+            f"{metrics.get('samples_per_second', 0):.1f} samples/s  "
+            f"ETA {_duration(eta)}  {losses}"
+        )
 
 
 def _duration(seconds: float) -> str:

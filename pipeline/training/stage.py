@@ -56,8 +56,11 @@ def network_config(
     """The network config of ``net`` for the profile (sizes, resolution, DRM/diffusion constants)."""
     _check_net(net)
     chosen = profile_params(params, profile)
-    missing = [key for key in ("refmap_res", *(("illnet", "refnet") if net == "drmnet" else ("obsnet",)))
-               if key not in chosen]
+    missing = [
+        key
+        for key in ("refmap_res", *(("illnet", "refnet") if net == "drmnet" else ("obsnet",)))
+        if key not in chosen
+    ]
     if missing:
         raise InputError("params.yaml", f"profiles.{chosen['name']} lacks {missing}")
     try:
@@ -74,8 +77,17 @@ def _loop_kwargs(net: str, settings: dict[str, Any]) -> dict[str, Any]:
     from pipeline.training.train_obsnet import train_obsnet
 
     loop = train_drmnet if net == "drmnet" else train_obsnet
-    set_here = {"data", "network", "run_dir", "tracker", "resume", "device", "metrics_path", "plot_path",
-                "log"}
+    set_here = {
+        "data",
+        "network",
+        "run_dir",
+        "tracker",
+        "resume",
+        "device",
+        "metrics_path",
+        "plot_path",
+        "log",
+    }
     allowed = set(inspect.signature(loop).parameters) - set_here
     kwargs = {k: v for k, v in settings.items() if k not in (*LOADER_OPTIONS, "diffusion")}
     unknown = sorted(set(kwargs) - allowed)
@@ -91,8 +103,9 @@ def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     batch_size = int(settings.get("batch_size", 20))
     if batch_size % world:
-        raise InputError("params.yaml", f"train_{net}.batch_size {batch_size} is not divisible by the "
-                         f"{world} ranks")
+        raise InputError(
+            "params.yaml", f"train_{net}.batch_size {batch_size} is not divisible by the {world} ranks"
+        )
     epoch_samples = None
     if world > 1:  # resampled shards keep the ranks in step (see pipeline/reader.py)
         from pipeline.manifest import read_samples_manifest
@@ -138,17 +151,27 @@ def run_training(
     data = shard_data(split_dir, net, settings)
     run_dir = CHECKPOINTS / net
     loop = train_drmnet if net == "drmnet" else train_obsnet
-    outputs = {"run_dir": run_dir, "metrics_path": METRICS / f"train_{net}.json",
-               "plot_path": PLOTS / f"train_{net}.csv", "device": device, "resume": resume}
+    outputs = {
+        "run_dir": run_dir,
+        "metrics_path": METRICS / f"train_{net}.json",
+        "plot_path": PLOTS / f"train_{net}.csv",
+        "device": device,
+        "resume": resume,
+    }
     is_main = int(os.environ.get("RANK", "0")) == 0
     if not (register and is_main):
         return loop(data, network=network, **outputs, **kwargs)
 
     from pipeline.registry import register_model, training_run
 
-    logged = {"profile": profile_params(params, profile), f"train_{net}": settings,
-              "drm": params.get("drm", {}), "network": network.to_dict(), "data_dir": str(split_dir),
-              "resume": resume}
+    logged = {
+        "profile": profile_params(params, profile),
+        f"train_{net}": settings,
+        "drm": params.get("drm", {}),
+        "network": network.to_dict(),
+        "data_dir": str(split_dir),
+        "resume": resume,
+    }
     with training_run(net, logged, split_dir) as tracker:
         metrics = loop(data, network=network, tracker=tracker, **outputs, **kwargs)
         metrics["model_version"] = register_model(net, run_dir, tracker.run_id)

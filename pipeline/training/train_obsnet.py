@@ -26,28 +26,28 @@ from pipeline.training.tracker import Tracker
 
 
 def train_obsnet(
-    data: DataSource,                          # ObsNet batches: an iterable, or a callable epoch -> iterable.
+    data: DataSource,  # ObsNet batches: an iterable, or a callable epoch -> iterable.
     run_dir: str | os.PathLike = "checkpoints/obsnet",  # Checkpoint directory (see checkpoint.py).
-    network: ObsNetConfig | None = None,       # Network size, resolution and diffusion constants.
-    total_samples: int = 40_000,               # Training length in samples (all ranks together).
-    lr: float = 1e-4,                          # AdamW learning rate after warm-up.
-    weight_decay: float = 0.01,                # AdamW decoupled weight decay.
-    warmup_samples: int = 100_000,             # Linear learning-rate warm-up, in samples.
-    ema_halflife_samples: int = 10_000,        # Half-life of the EMA of the weights, in samples.
-    ema_rampup: float | None = 0.05,           # Early on, EMA half-life <= this × samples seen.
-    grad_clip: float = 1.0,                    # Max global gradient norm (0: no clipping).
-    mixed_precision: bool = True,              # bf16 autocast, on GPUs only.
-    seed: int = 0,                             # Initial weights and the training noise.
-    tick_samples: int = 2_000,                 # Status line and per-tick metrics every this many samples.
-    snapshot_ticks: int = 10,                  # Checkpoint every this many ticks, and at the end.
-    preview_ticks: int = 10,                   # Sample grid to the tracker every this many ticks (0: never).
-    resume: bool = False,                      # Continue from run_dir's checkpoint (fresh start if none).
-    stop_at_samples: int | None = None,        # End this invocation early, checkpointed (resume later).
+    network: ObsNetConfig | None = None,  # Network size, resolution and diffusion constants.
+    total_samples: int = 40_000,  # Training length in samples (all ranks together).
+    lr: float = 1e-4,  # AdamW learning rate after warm-up.
+    weight_decay: float = 0.01,  # AdamW decoupled weight decay.
+    warmup_samples: int = 100_000,  # Linear learning-rate warm-up, in samples.
+    ema_halflife_samples: int = 10_000,  # Half-life of the EMA of the weights, in samples.
+    ema_rampup: float | None = 0.05,  # Early on, EMA half-life <= this × samples seen.
+    grad_clip: float = 1.0,  # Max global gradient norm (0: no clipping).
+    mixed_precision: bool = True,  # bf16 autocast, on GPUs only.
+    seed: int = 0,  # Initial weights and the training noise.
+    tick_samples: int = 2_000,  # Status line and per-tick metrics every this many samples.
+    snapshot_ticks: int = 10,  # Checkpoint every this many ticks, and at the end.
+    preview_ticks: int = 10,  # Sample grid to the tracker every this many ticks (0: never).
+    resume: bool = False,  # Continue from run_dir's checkpoint (fresh start if none).
+    stop_at_samples: int | None = None,  # End this invocation early, checkpointed (resume later).
     device: str | torch.device | None = None,  # Default: this rank's GPU if any, else the CPU.
-    tracker: Tracker | None = None,            # Receives metrics and images (pipeline.registry.RunTracker).
+    tracker: Tracker | None = None,  # Receives metrics and images (pipeline.registry.RunTracker).
     metrics_path: str | os.PathLike | None = None,  # Latest tick's metrics as JSON (dvc metrics).
-    plot_path: str | os.PathLike | None = None,     # Loss curve as CSV, one row per tick (dvc plots).
-    log: Callable[[str], None] = print,        # Where status lines go (rank 0 only).
+    plot_path: str | os.PathLike | None = None,  # Loss curve as CSV, one row per tick (dvc plots).
+    log: Callable[[str], None] = print,  # Where status lines go (rank 0 only).
 ) -> dict[str, float]:
     """Train ObsNet; returns the last tick's metrics (mean losses, samples/s, …)."""
     network = network or ObsNetConfig()
@@ -133,4 +133,3 @@ def train_obsnet(
     if tracker is not None and dist.is_main:
         tracker.flush()
     return {"samples": state["samples"], "steps": state["step"], **tick_metrics}
-
