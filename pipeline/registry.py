@@ -145,24 +145,52 @@ class RunTracker:
             self._client.log_batch(self.run_id, metrics=batch)
 
 
+def _continued_run(client, run_id: str | None, net: str):
+    """The run ``run_id`` if the tracking store holds it (active, training ``net``), else None."""
+    from mlflow.exceptions import MlflowException
+
+    if run_id is None:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    if run.info.lifecycle_stage != "active" or run.data.tags.get("drmnet.net") != net:
+        return None
+    return run
+
+
 @contextmanager
 def training_run(
-    net: str, params: dict[str, Any], data_dir: str | os.PathLike | None = None, run_name: str | None = None
+    net: str,
+    params: dict[str, Any],
+    data_dir: str | os.PathLike | None = None,
+    run_name: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[RunTracker]:
     """Start an MLflow run for training ``net``: params (flattened), the git commit and the data
-    version as tags. Yields the tracker; the run ends FINISHED, or FAILED on an exception."""
+    version as tags. ``run_id`` (a resumed training's run): continue that run instead when the
+    tracking store holds it (its params are those of the same fingerprint; the tag
+    ``drmnet.resumed`` counts the continuations). Yields the tracker; the run ends FINISHED, or
+    FAILED on an exception."""
     client = _client()
-    tags = {"drmnet.net": net, **data_version(data_dir)}
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id(), run_name=run_name or f"train-{net}", tags=tags)
-    tracker = RunTracker(run.info.run_id)
-    from mlflow.entities import Param
+    run = _continued_run(client, run_id, net)
+    if run is not None:
+        client.update_run(run.info.run_id, status="RUNNING")
+        resumed = int(run.data.tags.get("drmnet.resumed", "0")) + 1
+        client.set_tag(run.info.run_id, "drmnet.resumed", str(resumed))
+    else:
+        tags = {"drmnet.net": net, **data_version(data_dir)}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run = client.create_run(experiment_id(), run_name=run_name or f"train-{net}", tags=tags)
+        from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in flatten(params).items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[start : start + 100])
+        items = [Param(k, v) for k, v in flatten(params).items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(run.info.run_id, params=items[start : start + 100])
+    tracker = RunTracker(run.info.run_id)
     try:
         yield tracker
     except BaseException:

@@ -17,7 +17,20 @@ def train(
         str | None, typer.Option(help="Profile of params.yaml (default: its `profile`).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from checkpoints/<net>/ if present.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue checkpoints/<net>/ if present; one made from other settings or data is an "
+            "error naming what differs.",
+        ),
+    ] = False,
+    auto_resume: Annotated[
+        bool,
+        typer.Option(
+            "--auto-resume",
+            help="Continue checkpoints/<net>/ if it is an unfinished run of the same settings and data, "
+            "else start fresh, saying why (what `dvc repro` runs).",
+        ),
     ] = False,
     data: Annotated[
         Path | None,
@@ -30,14 +43,19 @@ def train(
     params: Annotated[Path | None, typer.Option(help="params.yaml to read (default: ./params.yaml).")] = None,
 ) -> None:
     """Train DRMNet or ObsNet on its shards. Writes checkpoints/<net>/, metrics/train_<net>.json and
-    plots/train_<net>.csv; registers a model version with alias `candidate`. Under `torchrun` every
-    rank runs this command (DDP)."""
+    plots/train_<net>.csv; registers a model version with alias `candidate`. Without --resume or
+    --auto-resume it starts fresh, replacing checkpoints/<net>/. A resumed training continues its
+    MLflow run. Under `torchrun` every rank runs this command (DDP)."""
     import os
 
     from pipeline.config import load_params
     from pipeline.training.stage import run_training
+    from rendering.errors import InputError
 
-    metrics = run_training(net, load_params(params), profile, resume, data, register, device)
+    if resume and auto_resume:
+        raise InputError("--resume/--auto-resume", "choose one of the two")
+    mode = "auto" if auto_resume else resume
+    metrics = run_training(net, load_params(params), profile, mode, data, register, device)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return
     summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())

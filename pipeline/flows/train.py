@@ -4,12 +4,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
 
-def _train(net: str, params_path: str | None, profile: str | None, resume: bool, data_dir: str | None):
+def _train(
+    net: str,
+    params_path: str | None,
+    profile: str | None,
+    resume: bool | Literal["auto"],
+    data_dir: str | None,
+):
     from pipeline.config import load_params
     from pipeline.training.stage import run_training
 
@@ -21,7 +27,9 @@ def _train(net: str, params_path: str | None, profile: str | None, resume: bool,
 def train_drmnet_flow(
     params_path: str | None = None,  # params.yaml (default: DRMNET_PARAMS or ./params.yaml)
     profile: str | None = None,  # params profile (default: params.yaml's `profile`)
-    resume: bool = False,  # continue from checkpoints/drmnet/ if present
+    # "auto": continue an unfinished checkpoints/drmnet/ of the same settings and data, else start
+    # fresh (so a retried flow run resumes); true: continue or fail naming what differs; false: fresh
+    resume: bool | Literal["auto"] = "auto",
     data_dir: str | None = None,  # shards split directory (default: data/shards/drmnet/train)
 ) -> dict[str, Any]:
     """Train IllNet + RefNet and register the `drmnet` model version (alias `candidate`)."""
@@ -32,7 +40,9 @@ def train_drmnet_flow(
 def train_obsnet_flow(
     params_path: str | None = None,  # params.yaml (default: DRMNET_PARAMS or ./params.yaml)
     profile: str | None = None,  # params profile (default: params.yaml's `profile`)
-    resume: bool = False,  # continue from checkpoints/obsnet/ if present
+    # "auto": continue an unfinished checkpoints/obsnet/ of the same settings and data, else start
+    # fresh (so a retried flow run resumes); true: continue or fail naming what differs; false: fresh
+    resume: bool | Literal["auto"] = "auto",
     data_dir: str | None = None,  # shards split directory (default: data/shards/obsnet/train)
 ) -> dict[str, Any]:
     """Train ObsNet and register the `obsnet` model version (alias `candidate`)."""

@@ -10,6 +10,10 @@ Outputs (paths relative to the working directory):
 
 Settings: the ``train_<net>`` section, overridden key by key by ``profiles.<profile>.train_<net>``
 (the ``diffusion`` block one level deeper); network sizes from ``profiles.<profile>.<net>``.
+
+The checkpoint records the run's fingerprint (:func:`run_fingerprint`: network config, settings,
+number of ranks, data version); ``resume`` (True, or ``"auto"`` under ``dvc repro``) continues a
+checkpoint only with the same one, and its MLflow run with it (pipeline/training/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.config import DRMNetConfig, ObsNetConfig, drmnet_config, obsnet_config
 from pipeline.config import profile_params
 from rendering.errors import InputError
+
+if TYPE_CHECKING:  # checkpoint.py imports torch
+    from pipeline.training.checkpoint import Resume
 
 NETS = ("drmnet", "obsnet")
 CHECKPOINTS = Path("checkpoints")
@@ -29,6 +36,7 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 SHARDS = Path("data/shards")
 LOADER_OPTIONS = ("batch_size", "num_workers", "shuffle_buffer")  # settings for the reader, not the loop
+RUN_CONTROL = ("stop_at_samples", "snapshot_ticks", "preview_ticks")  # when to stop/save/preview, not what
 FIELDS = {  # what each family reads from its shards
     "drmnet": ("refmap_obs", "refmap_k", "refmap_next", "refmap_mirror", "z_obs", "z_k", "k", "K"),
     "obsnet": ("refmap_obs", "observed", "observed_mask"),
@@ -83,6 +91,7 @@ def _loop_kwargs(net: str, settings: dict[str, Any]) -> dict[str, Any]:
         "run_dir",
         "tracker",
         "resume",
+        "fingerprint",
         "device",
         "metrics_path",
         "plot_path",
@@ -128,18 +137,50 @@ def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
     return batches
 
 
+def data_fingerprint(split_dir: str | os.PathLike) -> dict[str, str]:
+    """The data version of a split: the sha256 of its parquet manifests (pipeline/manifest.py; the
+    shards manifest holds every shard's sha256), or of every shard for shards made elsewhere."""
+    from pipeline.manifest import SAMPLES_MANIFEST, SHARDS_MANIFEST
+    from pipeline.reader import list_shards
+    from pipeline.shards import file_sha256
+
+    split_dir = Path(split_dir)
+    if (split_dir / SHARDS_MANIFEST).is_file():
+        files = [split_dir / name for name in (SAMPLES_MANIFEST, SHARDS_MANIFEST)]
+    else:
+        files = [Path(shard) for shard in list_shards(split_dir)]
+    return {path.name: file_sha256(path) for path in files if path.is_file()}
+
+
+def run_fingerprint(
+    net: str, params: dict[str, Any], profile: str | None = None, split_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """What a training run of ``net`` is made of, besides its network config (which the loop adds):
+    ``train`` (the resolved ``train_<net>`` settings but those of RUN_CONTROL), ``ranks`` and
+    ``data`` (:func:`data_fingerprint` of the split)."""
+    settings = training_settings(params, net, profile)
+    split_dir = Path(split_dir) if split_dir is not None else SHARDS / net / "train"
+    return {
+        "train": {key: value for key, value in settings.items() if key not in RUN_CONTROL},
+        "ranks": int(os.environ.get("WORLD_SIZE", "1")),
+        "data": data_fingerprint(split_dir),
+    }
+
+
 def run_training(
     net: str,
     params: dict[str, Any],
     profile: str | None = None,
-    resume: bool = False,
+    resume: Resume = False,
     data_dir: str | os.PathLike | None = None,
     register: bool = True,
     device: str | None = None,
 ) -> dict[str, Any]:
     """Train ``net`` on its shards and write the outputs listed in the module docstring; with
-    ``register``, log the run to MLflow and register the model. Returns the final metrics (plus
+    ``register``, log the run to MLflow and register the model. ``resume``: False (start fresh),
+    True or ``"auto"`` (see pipeline/training/checkpoint.py). Returns the final metrics (plus
     ``model_version`` when registered)."""
+    from pipeline.training.checkpoint import fingerprint_of, plan_start
     from pipeline.training.train_drmnet import train_drmnet
     from pipeline.training.train_obsnet import train_obsnet
 
@@ -148,6 +189,7 @@ def run_training(
     network = network_config(params, net, profile)
     kwargs = _loop_kwargs(net, settings)
     split_dir = Path(data_dir) if data_dir is not None else SHARDS / net / "train"
+    fingerprint = run_fingerprint(net, params, profile, split_dir)
     data = shard_data(split_dir, net, settings)
     run_dir = CHECKPOINTS / net
     loop = train_drmnet if net == "drmnet" else train_obsnet
@@ -157,12 +199,16 @@ def run_training(
         "plot_path": PLOTS / f"train_{net}.csv",
         "device": device,
         "resume": resume,
+        "fingerprint": fingerprint,
     }
     is_main = int(os.environ.get("RANK", "0")) == 0
     if not (register and is_main):
         return loop(data, network=network, **outputs, **kwargs)
 
     from pipeline.registry import register_model, training_run
+
+    # The loop makes the same decision again; here it only tells which MLflow run to continue.
+    start = plan_start(run_dir, fingerprint_of(network, fingerprint), resume)
 
     logged = {
         "profile": profile_params(params, profile),
@@ -172,7 +218,8 @@ def run_training(
         "data_dir": str(split_dir),
         "resume": resume,
     }
-    with training_run(net, logged, split_dir) as tracker:
+    continued = start.tracker_run_id if start.resume else None
+    with training_run(net, logged, split_dir, run_id=continued) as tracker:
         metrics = loop(data, network=network, tracker=tracker, **outputs, **kwargs)
         metrics["model_version"] = register_model(net, run_dir, tracker.run_id)
     return metrics

@@ -9,6 +9,8 @@ import numpy as np
 
 
 class Tracker(Protocol):
+    run_id: str  # the run in the tracking store; checkpoints record it, so a resumed training continues it
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Metrics of one optimisation step; ``step`` counts training samples."""
 

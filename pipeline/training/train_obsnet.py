@@ -17,7 +17,14 @@ from models.config import ObsNetConfig
 from models.ddpm import Diffusion, obsnet_training_loss
 from models.weights import build_networks
 from pipeline.training.batches import BatchStream, DataSource
-from pipeline.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import (
+    Resume,
+    fingerprint_of,
+    load_checkpoint,
+    plan_start,
+    prepare_run_dir,
+    save_checkpoint,
+)
 from pipeline.training.distributed import barrier, generator_states, init_distributed, mean_over_ranks
 from pipeline.training.ema import EMA
 from pipeline.training.previews import obsnet_preview
@@ -41,7 +48,8 @@ def train_obsnet(
     tick_samples: int = 2_000,  # Status line and per-tick metrics every this many samples.
     snapshot_ticks: int = 10,  # Checkpoint every this many ticks, and at the end.
     preview_ticks: int = 10,  # Sample grid to the tracker every this many ticks (0: never).
-    resume: bool = False,  # Continue from run_dir's checkpoint (fresh start if none).
+    resume: Resume = False,  # False: start fresh; True / "auto": continue run_dir's (checkpoint.py).
+    fingerprint: dict | None = None,  # Settings and data version, besides network; checked on resume.
     stop_at_samples: int | None = None,  # End this invocation early, checkpointed (resume later).
     device: str | torch.device | None = None,  # Default: this rank's GPU if any, else the CPU.
     tracker: Tracker | None = None,  # Receives metrics and images (pipeline.registry.RunTracker).
@@ -63,14 +71,24 @@ def train_obsnet(
     generator = torch.Generator(dist.device).manual_seed(seed + 1000 * dist.rank)
     diffusion = Diffusion(network.diffusion)
 
-    # Resume: weights, EMA, optimiser, progress, data position and RNG states.
+    # Resume (weights, EMA, optimiser, progress, data position and RNG states) or start fresh.
+    fingerprint = fingerprint_of(network, fingerprint)
+    start = plan_start(run_dir, fingerprint, resume)
+    barrier(dist)  # every rank has read the checkpoint before rank 0 clears it
     state = {"samples": 0, "step": 0, "data": {"epoch": 0, "index": 0}, "history": []}
-    if resume and has_checkpoint(run_dir):
-        state = load_checkpoint(run_dir, network, nets, ema.nets, optimizer)
+    if start.resume:
+        state = load_checkpoint(run_dir, nets, ema.nets, optimizer)
         generator.set_state(state["generator"][dist.rank])
         torch.set_rng_state(state["torch_rng"])
-        if dist.is_main:
+    if dist.is_main:
+        prepare_run_dir(run_dir, start.resume)
+        if start.resume:
             log(f"obsnet: resumed from {run_dir} at {state['samples']} samples")
+        elif start.reason:
+            log(f"obsnet: {start.reason}")
+    state["fingerprint"] = fingerprint
+    if tracker is not None:
+        state["tracker_run_id"] = tracker.run_id
     step_nets = nets
     if dist.enabled:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -118,8 +136,11 @@ def train_obsnet(
             state["data"] = stream.state()
             state["generator"] = generator_states(generator, dist)
             state["torch_rng"] = torch.get_rng_state()
+            state["complete"] = state["samples"] >= total_samples
             if dist.is_main:
                 save_checkpoint(run_dir, network, nets, ema.nets, optimizer, state)
+                if tracker is not None:  # the run holds what the checkpoint holds (a resume continues it)
+                    tracker.flush()
                 summary = {"samples": state["samples"], "steps": state["step"], **tick_metrics}
                 if metrics_path is not None:
                     write_metrics(metrics_path, summary)
