@@ -199,22 +199,49 @@ def _shape_lookup(settings: EvaluateSettings, params: dict[str, Any] | None):
     return lookup
 
 
-def rendered_measured_samples(settings: EvaluateSettings, count: int) -> list[TestSample]:
+def rendered_measured_samples(
+    settings: EvaluateSettings, count: int, params: dict[str, Any] | None = None
+) -> list[TestSample]:
     """A small measured-material test set rendered here: the first ``measured_materials`` built-in
-    measured-like BRDFs (MERL tables of non-principled models) on ``measured_shapes`` under the
-    test envmaps, at seeded view azimuths. Ground-truth z is each BRDF's principled fit.
+    measured-like BRDFs (MERL tables of non-principled models) under the test envmaps, at seeded
+    view azimuths. With ``params`` the objects are the test split's shape pool (never seen in
+    training, pipeline.samples.shape_pools) and the fits are cached in ``materials.cache_dir``;
+    without, seeded ``measured_shapes``. Ground-truth z is each BRDF's principled fit.
     Deterministic, and kept for the process (evaluating a champion again reuses it)."""
     return list(
         _render_measured(
-            settings.envmaps, settings.seed, settings.measured_materials, settings.measured_shapes,
-            settings.object_res, settings.object_spp, count,
+            settings.envmaps, settings.seed, settings.measured_materials,
+            _measured_shapes(settings, params), settings.object_res, settings.object_spp, count,
+            (params or {}).get("materials", {}).get("cache_dir"),
         )
     )  # fmt: skip
 
 
+def _measured_shapes(
+    settings: EvaluateSettings, params: dict[str, Any] | None
+) -> tuple[tuple[str, int], ...]:
+    """(shape, seed) of the rendered measured set's objects: the test split's pool, else seeded
+    ``measured_shapes``."""
+    if params is not None:
+        from pipeline.samples import EVAL_SPLIT, settings_from_params, shape_pools
+
+        return tuple(
+            (shape.name, shape.seed) for shape in shape_pools(settings_from_params(params))[EVAL_SPLIT]
+        )
+    rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(8,)))
+    return tuple((name, int(rng.integers(2**31))) for name in settings.measured_shapes)
+
+
 @functools.lru_cache(maxsize=2)
 def _render_measured(
-    envmap_dir: str, seed: int, n_materials: int, shapes: tuple[str, ...], res: int, spp: int, count: int
+    envmap_dir: str,
+    seed: int,
+    n_materials: int,
+    shapes: tuple[tuple[str, int], ...],
+    res: int,
+    spp: int,
+    count: int,
+    fit_cache_dir: str | None,
 ) -> tuple[TestSample, ...]:
     from pipeline.samples import EVAL_SPLIT
     from pipeline.splits import split_envmap_ids, split_envmap_path
@@ -232,9 +259,9 @@ def _render_measured(
     for index in range(count):
         name, brdf = materials[index % len(materials)]
         envmap_id = envmap_ids[index % len(envmap_ids)]
-        shape = (shapes[index % len(shapes)], int(rng.integers(2**31)))
+        shape = shapes[index % len(shapes)]
         azimuth = float(rng.uniform(-np.pi, np.pi))
-        z = fit_principled(brdf)
+        z = fit_principled(brdf, cache_dir=fit_cache_dir)
         envmap = read_envmap(split_envmap_path(envmap_dir, EVAL_SPLIT, envmap_id))
         obj = render_object(
             envmap, make_shape(*shape), measured_bsdf(brdf, z), res=res, spp=spp,
@@ -270,7 +297,7 @@ def load_test_sets(
         if all(limit is not None and len(b) >= limit for b in sets.values()):
             break
     if "measured" in sets and not sets["measured"]:
-        sets["measured"] = rendered_measured_samples(settings, limit or settings.measured_materials)
+        sets["measured"] = rendered_measured_samples(settings, limit or settings.measured_materials, params)
     for name, samples in sets.items():
         if not samples:
             raise InputError(f"{settings.shards}/{settings.dataset}/test", f"holds no {name} test samples")

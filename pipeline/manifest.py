@@ -8,7 +8,8 @@ A split directory (``data/shards/<dataset>/<split>/``) holds:
   manifest rows. A rerun skips a shard whose record's spec matches and whose file still has
   the recorded size and sha256 (resumption after a kill; a corrupted shard is redone);
 - ``manifest-samples.parquet``: one row per sample (key, shard, envmap, material, k, K, view
-  azimuth, luminance statistics of the observation L_K);
+  azimuth, luminance statistics of the observation L_K, and the object's shape where the sample
+  has an object image);
 - ``manifest-shards.parquet``: one row per shard (name, samples, bytes, sha256).
 
 The two manifests are written last, atomically, from the records: a split directory with
@@ -55,6 +56,9 @@ SAMPLE_SCHEMA = pa.schema(
         ("lum_geomean", pa.float64()),
         ("lum_max", pa.float64()),
         ("observed_fraction", pa.float64()),  # obsnet only: fraction of refmap bins the object shows
+        ("shape", pa.string()),  # the object (obsnet, test): built-in kind or mesh file name
+        ("shape_seed", pa.int64()),  # the built-in shape's seed (null for a mesh)
+        ("shape_sha256", pa.string()),  # the mesh file's content hash (null for a built-in shape)
     ]
 )
 SHARD_SCHEMA = pa.schema(
@@ -92,6 +96,9 @@ def sample_row(key: str, shard: str, index: int, sample: dict[str, Any]) -> dict
         "observed_fraction": (
             float(np.asarray(sample["observed_mask"]).mean()) if "observed_mask" in sample else None
         ),
+        "shape": sample.get("shape"),
+        "shape_seed": None if sample.get("shape_sha256") else sample.get("shape_seed"),
+        "shape_sha256": sample.get("shape_sha256") or None,
     }
     row.update(luminance_stats(sample["refmap_obs"]))
     return row

@@ -17,10 +17,19 @@ the observation is already a mirror, and the sampler stops before any IllNet ste
 pair; there k = 0 and z_next = z0 + γ·Δ_K, the schedule's formula one step further (a
 near-zero residual). With z ~ U[0, 1]^6 this happens with probability ~1e−13.
 
-``obsnet`` sample: ``refmap_obs`` (the full L_K), and from an object image of a random shape
-under the same envmap, material and view: ``observed`` (3, R, R) the sparse observed refmap
-(0 where unobserved) and ``observed_mask`` (1, R, R) float32 in {0, 1}; plus ``z_obs`` and the
-meta fields above.
+``obsnet`` sample: ``refmap_obs`` (the full L_K), and from an object image of a shape of the
+split's pool under the same envmap, material and view: ``observed`` (3, R, R) the sparse observed
+refmap (0 where unobserved) and ``observed_mask`` (1, R, R) float32 in {0, 1}; plus ``z_obs``, the
+meta fields above and the object's ``shape`` (built-in kind or mesh file name), ``shape_seed``
+(the built-in shape's seed; 0 for a mesh) and ``shape_sha256`` (the mesh file's; "" otherwise).
+
+Shape pools: each split draws its objects from a pool of its own (:func:`shape_pools`), as the
+paper keeps separate shape sets: ``dataset.shape_pool[split]`` procedural shapes whose seeds
+derive from (``dataset.seed``, split, member index) and carry the split in their two lowest bits
+(so no two splits can share one), cycling through the non-sphere kinds of ``dataset.shapes``,
+plus the OBJ/PLY files of ``dataset.mesh_dirs[split]``, identified by content hash (a file in two
+splits is an InputError). The sphere, if listed, is one shape: each pool then holds it once,
+shared by every split (it is exempt from the disjointness check, and left out by default).
 
 Materials: z ~ U[0, 1]^6, except that in splits with ``measured_fraction`` > 0 that fraction of
 observations uses a measured BRDF (the ``materials`` section: the built-in measured-like tables
@@ -30,8 +39,8 @@ and L_k, L_{k−1}, L_0 follow from that z with the same seed, and ``material_so
 BRDF (``"uniform"`` otherwise).
 
 Test samples (split ``test``) of both datasets also keep what evaluation needs: the object
-``image`` (H, W, 3) float32, ``normals`` (H, W, 3) float32, ``mask`` (H, W) uint8 and
-``refmap_mirror``; the envmap itself is ``<envmaps>/test/<envmap_id>.exr``.
+``image`` (H, W, 3) float32, ``normals`` (H, W, 3) float32, ``mask`` (H, W) uint8 (and the
+``shape`` fields), and ``refmap_mirror``; the envmap itself is ``<envmaps>/test/<envmap_id>.exr``.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +58,7 @@ from rendering.errors import InputError
 DATASETS = ("drmnet", "obsnet")
 SPLITS = ("train", "val", "test")
 EVAL_SPLIT = "test"  # samples of this split carry the object image, normals, mask and mirror
+DEFAULT_SHAPE_POOL = {"train": 64, "val": 16, "test": 20}  # the paper's 3200/800/1000, scaled down
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,9 @@ class DatasetSettings:
     view_azimuth_deg: tuple[float, float] = (-180.0, 180.0)  # uniform view azimuth range
     object_res: int = 64  # object image side (pixels)
     object_spp: int = 64  # object image samples per pixel
-    shapes: tuple[str, ...] = ("sphere",)  # procedural shapes for object images
+    shapes: tuple[str, ...] = ("ellipsoid", "superquadric", "blob")  # procedural kinds of the shape pools
+    shape_pool: dict[str, int] = field(default_factory=DEFAULT_SHAPE_POOL.copy)  # split → procedural shapes
+    mesh_dirs: dict[str, str | None] = field(default_factory=dict)  # split → the user's OBJ/PLY directory
     drm: dict[str, Any] = field(default_factory=dict)  # the DRM constants (params.yaml ``drm``)
     measured_fraction: dict[str, float] = field(default_factory=dict)  # split → share of measured BRDFs
     materials: dict[str, Any] = field(default_factory=dict)  # where they come from (params ``materials``)
@@ -75,8 +88,15 @@ class DatasetSettings:
             raise InputError("params.yaml", f"dataset.samples.{dataset}.{split} is not set") from None
 
     def fingerprint(self) -> dict[str, Any]:
-        """Plain data identifying the content (stored in shard records)."""
-        return asdict(self)
+        """Plain data identifying the content (stored in shard records); with user meshes, their
+        content hashes too (an edited mesh file changes the samples, not the params)."""
+        data = asdict(self)
+        if any(self.mesh_dirs.values()):
+            data["meshes"] = {
+                split: [[Path(m.name).name, m.sha256] for m in pool if m.sha256]
+                for split, pool in shape_pools(self).items()
+            }
+        return data
 
 
 def settings_from_params(params: dict[str, Any], profile: str | None = None) -> DatasetSettings:
@@ -95,7 +115,14 @@ def settings_from_params(params: dict[str, Any], profile: str | None = None) -> 
             view_azimuth_deg=tuple(float(a) for a in section.get("view_azimuth_deg", (-180.0, 180.0))),
             object_res=int(section.get("object_res", 64)),
             object_spp=int(section.get("object_spp", chosen["spp"])),
-            shapes=tuple(section.get("shapes", ("sphere",))),
+            shapes=tuple(str(kind) for kind in section.get("shapes", DatasetSettings.shapes)),
+            shape_pool={
+                **DEFAULT_SHAPE_POOL,
+                **{s: int(n) for s, n in (section.get("shape_pool") or {}).items()},
+            },
+            mesh_dirs={
+                s: (None if d is None else str(d)) for s, d in (section.get("mesh_dirs") or {}).items()
+            },
             drm=dict(params.get("drm") or {}),
             measured_fraction={s: float(f) for s, f in (section.get("measured_fraction") or {}).items()},
             materials=dict(params.get("materials") or {}),
@@ -116,6 +143,107 @@ def sample_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Gen
 
 
 @dataclass(frozen=True)
+class PoolShape:
+    """A member of a split's shape pool: a built-in shape and its seed, or a user's mesh file."""
+
+    name: str  # a built-in kind (rendering.shapes.SHAPES) or the mesh file's path
+    seed: int = 0  # the built-in shape's seed (0 for a mesh)
+    sha256: str = ""  # the mesh file's content hash ("" for a built-in shape)
+
+    @property
+    def identity(self) -> tuple:
+        """What makes two members the same shape: (kind, seed), or the mesh's content."""
+        return ("mesh", self.sha256) if self.sha256 else (self.name, self.seed)
+
+
+def shape_pools(settings: DatasetSettings) -> dict[str, tuple[PoolShape, ...]]:
+    """split → its shape pool (see the module docstring); disjoint across splits except for the
+    shared sphere. Raises InputError for an unknown kind, a bad mesh directory, an empty pool or
+    a mesh file found twice (naming both paths). Cheap: mesh files are hashed once per version."""
+    from rendering.shapes import SHAPES
+
+    unknown = sorted(set(settings.shapes) - set(SHAPES))
+    if unknown:
+        raise InputError("params.yaml", f"dataset.shapes: unknown shapes {unknown}; choose from {SHAPES}")
+    for split in (*settings.shape_pool, *settings.mesh_dirs):
+        if split not in SPLITS:
+            raise InputError("params.yaml", f"dataset.shape_pool / mesh_dirs: unknown split {split!r}")
+    solids = [kind for kind in settings.shapes if kind != "sphere"]
+    pools: dict[str, tuple[PoolShape, ...]] = {}
+    for split in SPLITS:
+        members = [PoolShape("sphere")] if "sphere" in settings.shapes else []
+        if solids:
+            members += [
+                PoolShape(solids[index % len(solids)], _pool_seed(settings.seed, split, index))
+                for index in range(settings.shape_pool.get(split, 0))
+            ]
+        if settings.mesh_dirs.get(split):
+            members += _mesh_members(Path(settings.mesh_dirs[split]), split)
+        if not members:
+            raise InputError(
+                "params.yaml",
+                f"the {split} split has no shapes: dataset.shape_pool.{split} is 0 (or dataset.shapes "
+                f"is empty) and dataset.mesh_dirs.{split} is unset",
+            )
+        pools[split] = tuple(members)
+    _check_disjoint(pools)
+    return pools
+
+
+def _pool_seed(seed: int, split: str, index: int) -> int:
+    """The seed of procedural member ``index`` of ``split``'s pool, in [0, 2^31): a 29-bit offset
+    drawn from (seed, split), plus the index, above two bits holding the split's number. Distinct
+    by construction: within a split by the index, across splits by the low bits."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(_stable("shape_pool"), _stable(split)))
+    offset = int(sequence.generate_state(1)[0])
+    return ((offset + index) % 2**29) << 2 | SPLITS.index(split)
+
+
+def _mesh_members(directory: Path, split: str) -> list[PoolShape]:
+    from rendering.shapes import MESH_SUFFIXES
+
+    if not directory.is_dir():
+        raise InputError(directory, f"dataset.mesh_dirs.{split}: not a directory")
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES)
+    if not files:
+        raise InputError(directory, f"dataset.mesh_dirs.{split}: no {'/'.join(sorted(MESH_SUFFIXES))} files")
+    return [PoolShape(str(path), 0, _mesh_sha256(str(path), *_version(path))) for path in files]
+
+
+def _version(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4096)
+def _mesh_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A mesh file's sha256, cached per (path, size, mtime): every sample plan looks it up."""
+    from rendering.shapes import mesh_sha256
+
+    return mesh_sha256(path)
+
+
+def _check_disjoint(pools: dict[str, tuple[PoolShape, ...]]) -> None:
+    """No shape in two places (the shared sphere aside): a mesh file twice is the user's
+    InputError; two procedural members alike would be a bug in :func:`_pool_seed`."""
+    seen: dict[tuple, tuple[str, PoolShape]] = {}
+    for split, pool in pools.items():
+        for member in pool:
+            if member.name == "sphere":
+                continue
+            if member.identity in seen:
+                other_split, other = seen[member.identity]
+                if member.sha256:
+                    raise InputError(
+                        member.name,
+                        f"the same mesh (sha256 {member.sha256[:12]}…) is also {other.name} "
+                        f"({other_split} split): a shape must be in one split only",
+                    )
+                raise AssertionError(f"shape pools overlap: {member} in {other_split} and {split}")
+            seen[member.identity] = (split, member)
+
+
+@dataclass(frozen=True)
 class SamplePlan:
     """Every random choice of one sample, drawn before anything is rendered."""
 
@@ -130,9 +258,10 @@ class SamplePlan:
     z_next: np.ndarray  # (6,) float32, z_{k−1}
     view_azimuth: float  # radians
     render_seed: int  # Mitsuba seed (uint32)
-    shape: str
+    shape: str  # the object: a built-in kind or a mesh file's path (rendering.shapes.make_shape)
     shape_seed: int
     material_source: str = "uniform"
+    shape_sha256: str = ""  # the mesh file's content hash ("" for a built-in shape)
 
 
 def schedule_pair(
@@ -162,10 +291,12 @@ def plan_sample(
     """Draw the random choices of sample ``index`` (a pure function of its arguments).
 
     Envmaps are used in turn through a seeded permutation, so every envmap of the split appears
-    equally often (up to one).
+    equally often (up to one); the object's shape is drawn uniformly from the split's pool.
     """
     if dataset not in DATASETS:
         raise InputError("dataset", f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if split not in SPLITS:
+        raise InputError("split", f"unknown split {split!r}; choose one of {SPLITS}")
     if not envmap_ids:
         raise InputError(f"envmaps/{split}", "the split has no environment maps")
     envmap_order = np.random.SeedSequence(settings.seed, spawn_key=(_stable(split),))
@@ -179,6 +310,10 @@ def plan_sample(
         z_obs = fitted_z(settings, material_source)
     k, K, z_k, z_next = schedule_pair(z_obs, rng, settings.drm)
     low, high = np.radians(settings.view_azimuth_deg)
+    view_azimuth = float(rng.uniform(low, high))
+    render_seed = int(rng.integers(0, 2**31))
+    pool = shape_pools(settings)[split]
+    shape = pool[int(rng.integers(len(pool)))]
     return SamplePlan(
         dataset=dataset,
         split=split,
@@ -189,11 +324,12 @@ def plan_sample(
         K=K,
         z_k=z_k,
         z_next=z_next,
-        view_azimuth=float(rng.uniform(low, high)),
-        render_seed=int(rng.integers(0, 2**31)),
-        shape=str(settings.shapes[int(rng.integers(len(settings.shapes)))]),
-        shape_seed=int(rng.integers(0, 2**31)),
+        view_azimuth=view_azimuth,
+        render_seed=render_seed,
+        shape=shape.name,
+        shape_seed=shape.seed,
         material_source=material_source,
+        shape_sha256=shape.sha256,
     )
 
 
@@ -241,7 +377,7 @@ def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings)
 def _object_observation(
     plan: SamplePlan, envmap: np.ndarray, material, settings: DatasetSettings, keep_image: bool
 ) -> dict[str, np.ndarray]:
-    """Render a random shape with the sample's material, envmap and view; bin it into a refmap."""
+    """Render the plan's shape with the sample's material, envmap and view; bin it into a refmap."""
     from rendering.objects import render_object
     from rendering.observation import image_to_refmap
     from rendering.shapes import make_shape
@@ -258,7 +394,13 @@ def _object_observation(
     )
     mask = np.asarray(rendered.mask, dtype=bool)
     observed, observed_bins = image_to_refmap(rendered.image, rendered.normals, mask, settings.res)
-    out = {"observed": observed, "observed_mask": observed_bins[None].astype(np.float32)}
+    out = {
+        "observed": observed,
+        "observed_mask": observed_bins[None].astype(np.float32),
+        "shape": Path(plan.shape).name if plan.shape_sha256 else plan.shape,
+        "shape_seed": plan.shape_seed,
+        "shape_sha256": plan.shape_sha256,
+    }
     if keep_image:
         out.update(image=rendered.image, normals=rendered.normals, mask=mask.astype(np.uint8))
     return out
@@ -288,7 +430,7 @@ def measured_brdfs(settings: DatasetSettings) -> dict:
 def _fit(key: tuple, name: str) -> np.ndarray:
     from rendering.principled_fit import fit_principled
 
-    return np.clip(fit_principled(_load_measured(*key)[name]), 0.0, 1.0).astype(np.float32)
+    return np.clip(fit_principled(_load_measured(*key)[name], cache_dir=key[2]), 0.0, 1.0).astype(np.float32)
 
 
 def fitted_z(settings: DatasetSettings, name: str) -> np.ndarray:

@@ -16,13 +16,18 @@ normals are area-weighted face normals, accumulated in numpy (:func:`smooth_vert
 Mitsuba's own ``recompute_vertex_normals`` sums with parallel atomic adds, whose order — and so
 the last bits of every normal and of every image rendered with them — changes from run to run.
 
-User meshes (``load_mesh(path)``): OBJ or PLY loaded by Mitsuba's ``obj``/``ply`` plugins, centred
-on their bounding box and scaled so that the farthest vertex is at distance 1.
+User meshes (``load_mesh(path)``, or ``make_shape(path)``): OBJ or PLY loaded by Mitsuba's
+``obj``/``ply`` plugins, centred on their bounding box and scaled so that the farthest vertex is at
+distance 1. Normals the file holds are kept; a file without any gets :func:`smooth_vertex_normals`
+too, not the normals Mitsuba's loader would compute (racy, as above), so that renders of a user
+mesh are reproducible to the bit as well. :func:`mesh_sha256` names a mesh file by its content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,7 @@ from rendering.variant import ensure_variant
 SHAPES = ("sphere", "ellipsoid", "superquadric", "blob")
 MESH_SUFFIXES = {".obj": "obj", ".ply": "ply"}
 DEFAULT_SUBDIVISIONS = 5  # icosphere level: 10 242 vertices, 20 480 triangles
+_OBJ_NORMAL = re.compile(rb"[ \t]*vn[ \t]")  # an OBJ vertex-normal line
 
 
 def icosphere(subdivisions: int = DEFAULT_SUBDIVISIONS) -> tuple[np.ndarray, np.ndarray]:
@@ -164,10 +170,13 @@ def ellipsoid(axes, rotation: np.ndarray | None = None, subdivisions: int = DEFA
     return radial_shape("ellipsoid", lambda d: superquadric_radius(d, axes, 1.0, 1.0), rotation, subdivisions)
 
 
-def make_shape(name: str, seed: int = 0, subdivisions: int = DEFAULT_SUBDIVISIONS):
+def make_shape(name: str | os.PathLike, seed: int = 0, subdivisions: int = DEFAULT_SUBDIVISIONS):
     """A built-in shape (see the module docstring): a Mitsuba mesh, or for ``sphere`` the analytic
-    sphere's dict. Deterministic by ``seed``."""
+    sphere's dict. Deterministic by ``seed``. ``name`` may also be the path of an OBJ/PLY file:
+    then it is :func:`load_mesh` (``seed`` unused), so a shape pool's member is always a name."""
     if name not in SHAPES:
+        if Path(name).suffix.lower() in MESH_SUFFIXES:
+            return load_mesh(name)
         raise InputError(f"shape {name!r}", f"unknown shape; choose one of {SHAPES} or give a mesh file")
     if name == "sphere":
         return {"type": "sphere", "center": [0.0, 0.0, 0.0], "radius": 1.0}
@@ -182,19 +191,51 @@ def make_shape(name: str, seed: int = 0, subdivisions: int = DEFAULT_SUBDIVISION
     return radial_shape(name, lambda d: blob_radius(d, rng), rotation, subdivisions)
 
 
+def mesh_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a mesh file's bytes: the identity of a user mesh, whatever its name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _has_file_normals(path: Path, plugin: str) -> bool:
+    """Whether the file holds vertex normals: OBJ ``vn`` lines, PLY ``nx`` vertex properties (what
+    decides, in Mitsuba's loaders, between the file's normals and computed ones)."""
+    if plugin == "obj":
+        with open(path, "rb") as handle:
+            return any(_OBJ_NORMAL.match(line) for line in handle)
+    header = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            header.append(line.strip())
+            if line.strip() == b"end_header" or len(header) > 1000:
+                break
+    element = None
+    for words in (line.split() for line in header):
+        if words[:1] == [b"element"] and len(words) > 1:
+            element = words[1]
+        elif element == b"vertex" and words[:1] == [b"property"] and words[-1:] == [b"nx"]:
+            return True
+    return False
+
+
 def load_mesh(path: str | os.PathLike):
     """Load an OBJ/PLY mesh with Mitsuba, centred on its bounding box and scaled to the unit
-    bounding sphere. Smooth vertex normals: the file's (or, for a file without any, those Mitsuba's
-    loader computes). Raises InputError."""
+    bounding sphere. Smooth vertex normals: the file's, or for a file without any
+    :func:`smooth_vertex_normals` (bit-for-bit reproducible). Raises InputError."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
     plugin = MESH_SUFFIXES.get(path.suffix.lower())
     if plugin is None:
         raise InputError(path, f"unsupported mesh format {path.suffix!r}; use one of {sorted(MESH_SUFFIXES)}")
+    file_normals = _has_file_normals(path, plugin)
     mi = ensure_variant()
     try:
-        mesh = mi.load_dict({"type": plugin, "filename": str(path), "face_normals": False})
+        # Without normals in the file, face_normals stops the loader computing its own (racy) ones.
+        mesh = mi.load_dict({"type": plugin, "filename": str(path), "face_normals": not file_normals})
     except RuntimeError as error:
         raise InputError(
             path, f"unreadable {plugin.upper()} mesh ({str(error).strip().splitlines()[-1]})"

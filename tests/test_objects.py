@@ -9,7 +9,16 @@ import pytest
 from rendering.envmap import pixel_directions
 from rendering.errors import InputError
 from rendering.objects import FRAME_HALF_WIDTH, ObjectRenderer, load_object, render_object, save_object
-from rendering.shapes import SHAPES, load_mesh, make_shape, mesh_arrays, radial_shape
+from rendering.shapes import (
+    SHAPES,
+    blob_radius,
+    icosphere,
+    load_mesh,
+    make_shape,
+    mesh_arrays,
+    radial_shape,
+    smooth_vertex_normals,
+)
 
 GREY = [0.0, 0.5, 0.5, 0.5, 0.5, 0.5]
 
@@ -147,6 +156,42 @@ def test_obj_meshes_are_normalised_and_bad_files_named(tmp_path):
         load_mesh(tmp_path / "missing.ply")
     with pytest.raises(InputError, match="unknown shape"):
         make_shape("torus")
+
+
+def _write_obj(path, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None) -> None:
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
+    if normals is None:
+        lines += [f"f {a} {b} {c}" for a, b, c in faces + 1]
+    else:
+        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals]
+        lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in faces + 1]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_user_mesh_without_normals_renders_bit_for_bit_reproducibly(tmp_path):
+    """A user's OBJ without ``vn`` lines gets the numpy smooth normals, not Mitsuba's loader's
+    (summed with racy atomics: on a mesh this size their last bits change from load to load)."""
+    directions, faces = icosphere(5)  # 10 242 vertices
+    vertices = directions * blob_radius(directions, np.random.default_rng(2))[:, None]
+    bare = tmp_path / "blob.obj"
+    _write_obj(bare, vertices, faces)
+    loads = [mesh_arrays(load_mesh(bare)) for _ in range(6)]
+    for positions, triangles, normals in loads:
+        np.testing.assert_array_equal(normals, smooth_vertex_normals(positions, triangles))
+        assert np.array_equal(normals, loads[0][2])
+    envmap = _light_from(1) + 0.1
+    material = np.array([0.2, 0.7, 0.5, 0.3, 0.4, 0.5], dtype=np.float32)
+    first, second = (
+        render_object(envmap, load_mesh(bare), material, res=32, spp=4, seed=1) for _ in range(2)
+    )
+    assert first.mask.any()
+    assert np.array_equal(first.normals, second.normals)
+    assert np.array_equal(first.image, second.image)
+
+    # Normals the file does hold are kept as they are.
+    tilted = np.tile(np.array([0.6, 0.0, 0.8]), (len(vertices), 1))
+    _write_obj(tmp_path / "tilted.obj", vertices, faces, tilted)
+    np.testing.assert_allclose(mesh_arrays(load_mesh(tmp_path / "tilted.obj"))[2], tilted, atol=1e-6)
 
 
 def test_bad_materials_and_envmaps_are_refused(sphere):
