@@ -13,6 +13,7 @@ the network predicts the noise ε.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,10 @@ from models.config import DiffusionConfig
 
 OFFSET_FRACTION = 0.01  # c in ln(x + c), relative to the mean observed value
 X0_CLIP = 3.0  # |x0| bound while sampling; observed pixels lie in [−1, 1], holes may be brighter
+
+# progress(step, steps): called once after each DDIM step, step = 1 … steps (exactly ``steps``
+# calls), so that a caller can show a progress bar without this module knowing of any UI.
+DDIMProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -121,9 +126,11 @@ class Diffusion:
         steps: int | None = None,
         eta: float | None = None,
         generator: torch.Generator | None = None,
+        progress: DDIMProgress | None = None,
     ) -> torch.Tensor:
         """Draw x0 (B, 3, R, R) given the condition with ``steps`` DDIM steps; ``eta`` = 0 is
-        deterministic given the starting noise, 1 matches DDPM's variance."""
+        deterministic given the starting noise, 1 matches DDPM's variance. ``progress(step,
+        steps)`` is called after each step (see :data:`DDIMProgress`)."""
         steps = steps or self.config.sampling_steps
         eta = self.config.eta if eta is None else eta
         b, _, h, w = condition.shape
@@ -140,6 +147,8 @@ class Diffusion:
             x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
             if eta > 0 and i > 0:
                 x = x + sigma * torch.randn(x.shape, generator=generator, device=device)
+            if progress is not None:
+                progress(len(times) - i, len(times))
         return x
 
 
@@ -167,10 +176,12 @@ def complete_refmap(
     steps: int | None = None,
     eta: float | None = None,
     generator: torch.Generator | None = None,
+    progress: DDIMProgress | None = None,
 ) -> torch.Tensor:
     """Complete sparse observed refmaps (B, 3, R, R) with mask (B, 1, R, R) → linear (B, 3, R, R).
-    Observed pixels keep their observed values; the holes come from one DDIM sample."""
+    Observed pixels keep their observed values; the holes come from one DDIM sample (``progress``:
+    see :data:`DDIMProgress`)."""
     stats = log_stats(observed, mask)
     condition = make_condition(observed, mask, stats, generator)
-    sample = stats.denormalise(diffusion.ddim_sample(net, condition, steps, eta, generator))
+    sample = stats.denormalise(diffusion.ddim_sample(net, condition, steps, eta, generator, progress))
     return torch.where(mask > 0.5, observed.float(), sample)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from models.config import DRMNetConfig, ObsNetConfig
-from models.ddpm import Diffusion, complete_refmap
+from models.ddpm import DDIMProgress, Diffusion, complete_refmap
 from models.drm import from_network, intensity_scale, to_network
-from models.sampler import sample_drm
+from models.sampler import DRMProgress, sample_drm
 from models.weights import load_networks
 
 
@@ -106,12 +106,13 @@ class Estimator:
         generator: torch.Generator | None = None,
         steps: int | None = None,
         eta: float | None = None,
+        progress: DDIMProgress | None = None,
     ) -> torch.Tensor:
         """ObsNet: sparse observed refmaps (B, 3, R, R) + masks (B, 1, R, R) → full (B, 3, R, R)."""
         if self.obsnet is None:
             raise ValueError("the observation is sparse (mask has unobserved pixels) but no ObsNet is loaded")
         observed = observed * (mask > 0.5)
-        return complete_refmap(self.obsnet, self.diffusion, observed, mask, steps, eta, generator)
+        return complete_refmap(self.obsnet, self.diffusion, observed, mask, steps, eta, generator, progress)
 
     @torch.no_grad()
     def estimate(
@@ -124,12 +125,17 @@ class Estimator:
         obsnet_steps: int | None = None,
         eta: float | None = None,
         keep_intermediates: bool = False,
+        ddim_progress: DDIMProgress | None = None,
+        drm_progress: DRMProgress | None = None,
     ) -> Estimate:
         """Estimate the mirror refmap and the material of observed refmaps.
 
         refmap: (B, 3, R, R) or (3, R, R), linear HDR; mask: (B, 1, R, R), (1, R, R) or (R, R),
         1 where observed (None: fully observed, no ObsNet). ``num_samples`` stochastic samples
-        per input run in one batch; ``seed`` makes them reproducible.
+        per input run in one batch; ``seed`` makes them reproducible. ``ddim_progress(step,
+        steps)`` follows ObsNet's completion (only run when the mask has holes) and
+        ``drm_progress(step, max_steps, running)`` the DRM sampling, ``running`` counting the
+        B·N samples (see models.ddpm.DDIMProgress and models.sampler.DRMProgress).
         """
         refmap = self._as_batch(refmap, 3, "refmap")
         b, n = refmap.shape[0], num_samples
@@ -138,7 +144,7 @@ class Estimator:
         if mask is not None:
             mask = self._as_batch(mask, 1, "mask").expand(b, -1, -1, -1).repeat_interleave(n, dim=0)
             if (mask < 0.5).any():
-                observation = self.complete(observation, mask, generator, obsnet_steps, eta)
+                observation = self.complete(observation, mask, generator, obsnet_steps, eta, ddim_progress)
 
         scale = intensity_scale(observation, self.drmnet_config.drm)
         samples = sample_drm(
@@ -149,6 +155,7 @@ class Estimator:
             generator,
             max_steps,
             keep_intermediates,
+            drm_progress,
         )
 
         def per_input(x: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,15 @@ i = 0, 1, …: RefNet → ẑ_K, ẑ_k = z0 + γ^i (ẑ_K − z0); a sample stop
 otherwise L ← L + IllNet(L, L_K, ẑ_k − z0) + δ·noise. A sample never takes more than
 ``max_steps`` IllNet steps. Each sample of a batch stops on its own; the networks only run on the
 samples still going.
+
+Progress: an optional ``progress(step, max_steps, running)`` callback (:data:`DRMProgress`) is
+called after each step, so that a caller can show a progress bar without this module knowing
+of any UI.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +21,13 @@ from torch import nn
 
 from models.config import DRMConfig
 from models.drm import mirror_material
+
+# progress(step, max_steps, running): called once after each step, step = 1, 2, … (at most
+# max_steps calls), once that step's samples have been checked for convergence; running = the
+# samples that have taken ``step`` steps and still have not converged. It never increases, and
+# the last call's value is the number of samples that end unconverged (those stopped by
+# max_steps). Not called when every sample stops before its first step.
+DRMProgress = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -39,11 +51,13 @@ def sample_drm(
     generator: torch.Generator | None = None,
     max_steps: int | None = None,
     keep_intermediates: bool = False,
+    progress: DRMProgress | None = None,
 ) -> DRMSamples:
     """Run the reverse DRM process on observations (B, 3, R, R) in the T domain.
 
     ``generator`` seeds the noise (the same seed gives the same samples); the noise of step i is
     drawn for the whole batch, so a sample's noise does not depend on when the others stop.
+    ``progress`` is called after each step (see :data:`DRMProgress`).
     """
     max_steps = config.max_steps if max_steps is None else max_steps
     batch, device = observation.shape[0], observation.device
@@ -69,6 +83,8 @@ def sample_drm(
         z_k = z0 + config.gamma**i * (z_K - z0)
         done = (z_k - z0).norm(dim=1) < config.eps
         converged[idx[done]] = True
+        if progress is not None and i > 0:
+            progress(i, max_steps, int((~done).sum()))
         if i == max_steps:
             done = torch.ones_like(done)
         active[idx[done]] = False

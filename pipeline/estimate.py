@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,18 +87,6 @@ class Estimation:
         return self.envmaps.std(axis=0)
 
 
-@contextmanager
-def _count_calls(modules: list[Any], callback: Callable[[], None] | None):
-    """Call ``callback`` after every forward pass of ``modules`` (one network call = one step of
-    DDIM or of the DRM process; the sampler offers no callback of its own)."""
-    handles = [] if callback is None else [m.register_forward_hook(lambda *_: callback()) for m in modules]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def estimate_refmap(
     estimator,
     observed: np.ndarray,
@@ -109,7 +96,7 @@ def estimate_refmap(
 ) -> Estimation:
     """Run ObsNet (when pixels are unobserved) and DRMNet on one observed refmap (3, R, R) with its
     mask (R, R) bool; ``settings.samples`` samples in one batch. ``progress`` shows a rich
-    progress bar over the network steps."""
+    progress bar over the sampling steps."""
     import torch
 
     from rendering.refmap import mirror_to_envmap
@@ -131,18 +118,18 @@ def estimate_refmap(
     drm_steps = (
         settings.max_steps if settings.max_steps is not None else estimator.drmnet_config.drm.max_steps
     )
-    watched = [estimator.refnet] + ([estimator.obsnet] if partial else [])
 
-    with _progress_bar(progress, total=(ddim if partial else 0) + drm_steps + 1) as advance:
-        with _count_calls(watched, advance):
-            result = estimator.estimate(
-                torch.from_numpy(observed),
-                torch.from_numpy(observed_mask.astype(np.float32)) if partial else None,
-                num_samples=settings.samples,
-                seed=settings.seed,
-                max_steps=settings.max_steps,
-                obsnet_steps=settings.ddim_steps,
-            )
+    with _progress_bar(progress, ddim if partial else 0, drm_steps, settings.samples) as (ddim_cb, drm_cb):
+        result = estimator.estimate(
+            torch.from_numpy(observed),
+            torch.from_numpy(observed_mask.astype(np.float32)) if partial else None,
+            num_samples=settings.samples,
+            seed=settings.seed,
+            max_steps=settings.max_steps,
+            obsnet_steps=settings.ddim_steps,
+            ddim_progress=ddim_cb,
+            drm_progress=drm_cb,
+        )
     mirrors = result.mirror[0].cpu().numpy().astype(np.float32)
     envmaps, valid = [], None
     for mirror in mirrors:
@@ -162,18 +149,40 @@ def estimate_refmap(
 
 
 @contextmanager
-def _progress_bar(enabled: bool, total: int):
-    """A rich progress bar over network steps; yields the function that advances it (or None)."""
+def _progress_bar(enabled: bool, ddim_steps: int, drm_steps: int, samples: int):
+    """A rich progress bar over ObsNet's ``ddim_steps`` (0: no completion) and then at most
+    ``drm_steps`` DRM steps, showing how many of the ``samples`` are still running. Yields the
+    callbacks of the two samplers, (DDIMProgress, DRMProgress), or (None, None) when disabled."""
     if not enabled:
-        yield None
+        yield None, None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[running]}"),
+        TimeElapsedColumn(),
+        transient=True,
     ) as bar:
-        task = bar.add_task("sampling", total=total)
-        yield lambda: bar.advance(task)
+        task = bar.add_task(
+            "completing" if ddim_steps else "sampling", total=ddim_steps + drm_steps, running=""
+        )
+
+        def ddim(step: int, steps: int) -> None:
+            bar.update(task, completed=step)
+
+        def drm(step: int, max_steps: int, running: int) -> None:
+            # A DRM run ends early once every sample has converged: the bar then stops short.
+            bar.update(
+                task,
+                description="sampling",
+                completed=ddim_steps + step,
+                running=f"{running}/{samples} samples running",
+            )
+
+        yield ddim, drm
 
 
 def estimate_image(

@@ -1,5 +1,6 @@
 """The ``render-dataset`` Prefect flow: deterministic bytes, resumption after SIGKILL, repair of
-corrupted shards, a Dask cluster giving the bytes of local threads, and disjoint envmap splits.
+corrupted shards, worker processes and a Dask cluster giving the bytes of local threads, and
+disjoint envmap splits.
 
 Tiny on purpose (R = 16, 8 spp, a handful of samples): what is tested is the machinery around
 the renderers. Prefect runs on its ephemeral API with its database under the temp directory.
@@ -24,7 +25,7 @@ os.environ["PREFECT_HOME"] = str(Path(tempfile.gettempdir()) / f"drmnet-test-pre
 os.environ.pop("PREFECT_API_URL", None)
 
 from pipeline.cli.app import app  # noqa: E402
-from pipeline.flows.render_dataset import run_render_dataset  # noqa: E402
+from pipeline.flows.render_dataset import run_render_dataset, worker_id  # noqa: E402
 from pipeline.manifest import (  # noqa: E402
     SAMPLES_MANIFEST,
     SHARDS_MANIFEST,
@@ -213,6 +214,20 @@ def test_dask_cluster_gives_the_bytes_of_local_threads(workspace, reference):
         summary = render(workspace, workspace / "dask", dask_address=cluster.scheduler_address)
     assert summary["rendered_samples"] == 4
     assert split_bytes(Path(summary["split_dir"])) == split_bytes(reference)
+
+
+def test_process_workers_give_the_bytes_of_local_threads_and_honour_the_worker_count(workspace):
+    # Four one-sample shards, so that two workers have work to share. The processes are spawned:
+    # each starts Python, Prefect and Mitsuba on its own and activates its own variant.
+    write_params(workspace, "one-per-shard.yaml", shard_size=1)
+    threads = render(workspace, workspace / "one-threads", params="one-per-shard.yaml")
+    processes = render(
+        workspace, workspace / "one-processes", params="one-per-shard.yaml", runner="processes", workers=2
+    )
+    assert processes["shards"] == 4 and processes["rendered_samples"] == 4
+    assert split_bytes(Path(processes["split_dir"])) == split_bytes(Path(threads["split_dir"]))
+    assert threads["workers"] == [worker_id()]
+    assert 1 <= len(processes["workers"]) <= 2 and worker_id() not in processes["workers"]
 
 
 def test_envmap_splits_never_share_an_envmap(workspace, tmp_path):

@@ -116,14 +116,20 @@ def test_sampler_steps_follow_the_schedule_of_refnets_estimate():
     assert not capped.converged.any()
 
 
-def test_sampler_stops_each_sample_on_its_own():
-    """Real networks whose RefNet answer depends on the refmap: every sample's step count is the
-    first step at which its own estimate satisfies ‖ẑ_k − z0‖ < ε, whatever the others do."""
+def _networks_whose_samples_stop_at_different_steps() -> tuple[IllNet, RefNet, torch.Tensor]:
+    """IllNet, a RefNet whose answer depends on the refmap, and six observations (T domain) of
+    very different brightness: with 50 steps at most, four converge (after 39–46 steps), two not."""
     refnet = _refnet_with_output_bias(torch.tensor([0.97, 0.97, 0.97, 0.97, 0.03, 0.97]), weight_scale=5.0)
     illnet = IllNet(NET, 16).eval()
     gen = torch.Generator().manual_seed(5)
     brightness = torch.logspace(-2, 2, 6).view(6, 1, 1, 1)
-    observation = transform(torch.rand(6, 3, 16, 16, generator=gen) * brightness)
+    return illnet, refnet, transform(torch.rand(6, 3, 16, 16, generator=gen) * brightness)
+
+
+def test_sampler_stops_each_sample_on_its_own():
+    """Real networks whose RefNet answer depends on the refmap: every sample's step count is the
+    first step at which its own estimate satisfies ‖ẑ_k − z0‖ < ε, whatever the others do."""
+    illnet, refnet, observation = _networks_whose_samples_stop_at_different_steps()
     out = sample_drm(
         illnet,
         refnet,
@@ -144,6 +150,31 @@ def test_sampler_stops_each_sample_on_its_own():
                 stops = float((CONFIG.gamma**i * (z - Z0)).norm()) < CONFIG.eps
                 assert stops == (i == steps) or (i == steps == 50 and not out.converged[b])
             assert torch.equal(out.intermediates[-1][b], out.mirror[b])
+
+
+def test_sampler_progress_reports_each_step_and_the_samples_still_running():
+    illnet, refnet, observation = _networks_whose_samples_stop_at_different_steps()
+    calls = []
+    out = sample_drm(
+        illnet,
+        refnet,
+        observation,
+        CONFIG,
+        torch.Generator().manual_seed(1),
+        max_steps=50,
+        progress=lambda *args: calls.append(args),
+    )
+    assert out.converged.any() and not out.converged.all(), "the test needs both kinds of samples"
+    # Once per step actually taken, never more than max_steps times.
+    assert [step for step, _, _ in calls] == list(range(1, int(out.steps.max()) + 1))
+    assert len(calls) <= 50 and {total for _, total, _ in calls} == {50}
+    running = [r for _, _, r in calls]
+    assert all(a >= b for a, b in zip(running, running[1:], strict=False)) and len(set(running)) > 2
+    assert running[-1] == int((~out.converged).sum())
+    # After step s: the samples that go on to a further step, or that the step limit stops unconverged.
+    for step, _, count in calls:
+        still = (out.steps > step) | ((out.steps == step) & ~out.converged)
+        assert count == int(still.sum())
 
 
 def test_sampler_is_reproducible_with_a_seeded_generator():

@@ -152,6 +152,34 @@ def _bad_inputs(root: Path, obj) -> dict[str, tuple[list, str]]:
     }
 
 
+def test_progress_callbacks_follow_the_ddim_steps_and_the_drm_steps(workspace):
+    import torch
+
+    from models.estimator import Estimator
+
+    estimator = Estimator.from_directories(workspace["drmnet"], workspace["obsnet"], device="cpu")
+    refmap = torch.rand(3, RES, RES, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(1, RES, RES)
+    mask[:, : RES // 2] = 0.0  # holes: ObsNet completes them first
+    ddim, drm = [], []
+    out = estimator.estimate(
+        refmap * mask,
+        mask,
+        num_samples=3,
+        seed=0,
+        obsnet_steps=5,
+        ddim_progress=lambda *args: ddim.append(args),
+        drm_progress=lambda *args: drm.append(args),
+    )
+    assert ddim == [(step, 5) for step in range(1, 6)]
+    max_steps = estimator.drmnet_config.drm.max_steps
+    assert [step for step, _, _ in drm] == list(range(1, int(out.steps.max()) + 1))
+    assert len(drm) <= max_steps and {total for _, total, _ in drm} == {max_steps}
+    running = [r for _, _, r in drm]
+    assert all(a >= b for a, b in zip(running, running[1:], strict=False))
+    assert running[-1] == int((~out.converged).sum())
+
+
 def test_each_bad_input_is_named_and_exits_with_code_2(workspace, monkeypatch, capsys):
     models = ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"]]
     for name, (files, phrase) in _bad_inputs(workspace["root"], workspace["obj"]).items():

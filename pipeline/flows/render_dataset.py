@@ -16,6 +16,10 @@ Shard arrays travel through files, never through Prefect results: tasks return s
 persist nothing (no Prefect cache: resumption is the records' job).
 
 Runs with Prefect's ephemeral API (no server needed); a Dask cluster through ``prefect-dask``.
+The ``processes`` runner (Prefect's ProcessPoolTaskRunner) *spawns* its workers, never forks
+them (a fork after Dr.Jit started its threads can hang), and each worker activates its own
+Mitsuba variant: when called from a script, call :func:`run_render_dataset` under
+``if __name__ == "__main__":`` (spawned workers re-import the caller's main module).
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +150,8 @@ def plan_shards(
 
 def render_shard(job: ShardJob) -> dict[str, Any]:
     """Render and write one shard unless it is already finished; returns a small summary dict
-    (shard, samples, sha256, skipped, seconds). No Prefect needed: usable on its own."""
+    (shard, samples, sha256, skipped, seconds, worker = ``host:pid`` of the process that ran it).
+    No Prefect needed: usable on its own."""
     started = time.perf_counter()
     record = finished_record(job.split_dir, job.name, job.spec)
     skipped = record is not None
@@ -183,7 +192,13 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         "sha256": record["sha256"],
         "skipped": skipped,
         "seconds": time.perf_counter() - started,
+        "worker": worker_id(),
     }
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process: which worker of a runner rendered a shard."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def prepare_split_dir(split_dir: str | os.PathLike) -> None:
@@ -220,9 +235,30 @@ def finish_split_dir(jobs: list[ShardJob]) -> tuple[Path, Path]:
 # --- Prefect ----------------------------------------------------------------------------------
 
 
-@task(name="render-shard", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry anything but bad input (a retry cannot fix a broken file)."""
+    from rendering.errors import InputError
+
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="render-shard",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_worth_retrying,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def render_shard_task(job: ShardJob) -> dict[str, Any]:
-    """Prefect task around :func:`render_shard` (retried twice: a crashed worker is not fatal)."""
+    """Prefect task around :func:`render_shard` (retried twice unless the input is bad: a
+    transient failure is not fatal)."""
     return render_shard(job)
 
 
@@ -268,15 +304,17 @@ def render_dataset(
 
     started = time.perf_counter()
     done = done_samples = rendered = skipped = 0
-    futures = [render_shard_task.submit(job) for job in jobs]
-    for future in as_completed(futures):
-        result = future.result()
+    workers: set[str] = set()
+    futures = {render_shard_task.submit(job): job for job in jobs}
+    for future in as_completed(list(futures)):
+        result = _shard_result(future, futures[future])
         done += 1
         done_samples += result["samples"]
         if result["skipped"]:
             skipped += 1
         else:
             rendered += result["samples"]
+            workers.add(result["worker"])
         elapsed = time.perf_counter() - started
         rate = rendered / elapsed if elapsed > 0 else 0.0
         eta = _duration((total - done_samples) / rate) if rate > 0 else "?"
@@ -285,7 +323,7 @@ def render_dataset(
             done,
             len(jobs),
             result["shard"],
-            "verified, skipped" if result["skipped"] else "rendered",
+            "verified, skipped" if result["skipped"] else f"rendered by {result['worker']}",
             result["seconds"],
             rate,
             eta,
@@ -309,14 +347,33 @@ def render_dataset(
         "skipped": skipped,
         "samples": total,
         "rendered_samples": rendered,
+        "workers": sorted(workers),  # host:pid of each process that rendered a shard
         "seconds": elapsed,
     }
 
 
+def _shard_result(future: Any, job: ShardJob) -> dict[str, Any]:
+    """The result of a shard task; a failure names the shard it happened in."""
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        # The worker process itself died (killed, out of memory, a crash in native code): Prefect
+        # cannot retry that, and the executor's own message names neither the shard nor the cause.
+        raise RuntimeError(
+            f"{Path(job.split_dir) / job.name}: not rendered: a worker process of the `processes` "
+            "runner died (killed, out of memory, or a crash in Mitsuba/Dr.Jit). Finished shards "
+            "are kept: rerun to render the rest."
+        ) from error
+    except Exception as error:
+        error.add_note(f"while rendering shard {Path(job.split_dir) / job.name}")
+        raise
+
+
 def make_task_runner(runner: str = "threads", workers: int = 1, dask_address: str | None = None):
     """The Prefect task runner: ``threads`` (ThreadPoolTaskRunner), ``processes``
-    (ProcessPoolTaskRunner) or ``dask`` (prefect-dask: the cluster at ``dask_address``, else a
-    new local cluster of ``workers`` single-threaded processes). A Dask address implies dask."""
+    (ProcessPoolTaskRunner: ``workers`` spawned processes, each compiling Mitsuba's kernels once)
+    or ``dask`` (prefect-dask: the cluster at ``dask_address``, else a new local cluster of
+    ``workers`` single-threaded processes). A Dask address implies dask."""
     if dask_address or runner == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -346,20 +403,47 @@ def run_render_dataset(
     workers: int | None = None,  # default: params.yaml dataset.workers
     dask_address: str | None = None,  # default: params.yaml dataset.dask_address
 ) -> dict[str, Any]:
-    """Run the ``render-dataset`` flow with the task runner chosen by the arguments / params.yaml."""
+    """Run the ``render-dataset`` flow with the task runner chosen by the arguments / params.yaml.
+
+    With the ``processes`` runner, call this under ``if __name__ == "__main__":`` in a script
+    (its workers are spawned and re-import the caller's main module)."""
     from pipeline.config import load_params
 
     section = load_params(params_path).get("dataset") or {}
-    task_runner = make_task_runner(
-        runner or section.get("runner", "threads"),
-        int(workers or section.get("workers", 1)),
-        dask_address or section.get("dask_address"),
-    )
-    return render_dataset.with_options(task_runner=task_runner)(
-        dataset,
-        split,
-        None if params_path is None else str(params_path),
-        str(out_dir),
-        str(envmap_dir),
-        profile,
-    )
+    runner = runner or section.get("runner", "threads")
+    dask_address = dask_address or section.get("dask_address")
+    task_runner = make_task_runner(runner, int(workers or section.get("workers", 1)), dask_address)
+    # Worker processes on this machine: spawned processes, or a local Dask cluster's workers.
+    local_processes = runner == "processes" or (runner == "dask" and not dask_address)
+    with _api_shared_with_subprocesses(local_processes):
+        return render_dataset.with_options(task_runner=task_runner)(
+            dataset,
+            split,
+            None if params_path is None else str(params_path),
+            str(out_dir),
+            str(envmap_dir),
+            profile,
+        )
+
+
+@contextmanager
+def _api_shared_with_subprocesses(needed: bool) -> Iterator[None]:
+    """Point worker processes on this machine at this process's Prefect API.
+
+    Without a configured ``PREFECT_API_URL`` Prefect starts an ephemeral API server on demand,
+    and a spawned worker knows nothing of its parent's: each would start its own server on the
+    same database (seconds each, and concurrent migrations of one SQLite file). So start the
+    ephemeral server here and hand its URL to the workers through the settings they inherit.
+    (A remote Dask cluster cannot reach this loopback server: give it a real PREFECT_API_URL.)
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if not needed or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's own clients use; started once
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
