@@ -81,7 +81,7 @@ def main() -> None:
     table = tabulate_principled(MATERIAL, "principled-table")
     print(f"tabulate principled z={MATERIAL.tolist()}: {time.perf_counter() - start:.2f} s")
     start = time.perf_counter()
-    proxy = fit_principled(table)
+    proxy = fit_principled(table, method="reflectance")
     print(f"fit_principled: {time.perf_counter() - start:.2f} s, z = {np.round(proxy, 3).tolist()}")
     measured = measured_bsdf(table, proxy_z=proxy)
     principled = principled_bsdf(MATERIAL)

@@ -215,7 +215,9 @@ def builtin_materials(
     """The first ``n`` built-in materials (all when None), by name, in a fixed order.
 
     With ``cache_dir``, each table is read from ``<cache_dir>/<name>.binary`` when present and
-    readable, else tabulated and written there (atomically).
+    readable, else tabulated and written there (atomically). The same directory is the place for
+    their principled fits: ``rendering.principled_fit.fit_principled(table, cache_dir=cache_dir)``
+    stores each beside its table, keyed by the table's content and the fit.
     """
     names = BUILTIN_NAMES if n is None else BUILTIN_NAMES[: max(int(n), 0)]
     out = {}

@@ -8,7 +8,7 @@ trilinearly between bin centres, ``"nearest"`` is MERL's reference lookup; the p
 ``MerlBrdf.eval`` with the same filter.
 
 Importance sampling: a mixture of a principled proxy lobe (the closest principled material,
-``rendering.principled_fit.fit_principled``, sampled and evaluated by Mitsuba's own
+``rendering.principled_fit.fit_principled``'s fast "reflectance" method, sampled by Mitsuba's own
 ``principled`` BSDF) and a cosine lobe (weight ``cosine_weight``) that keeps the estimator's
 variance bounded where the table has more energy than the proxy. ``pdf`` is the mixture's
 density; ``sample`` returns value / pdf of the mixture (one-sample MIS over the two lobes).
@@ -97,7 +97,7 @@ class MeasuredBSDF(mi.BSDF):
 
             if brdf is None:
                 brdf = MerlBrdf(np.moveaxis(np.array(table), -1, 0))
-            proxy_z = fit_principled(brdf)
+            proxy_z = fit_principled(brdf, method="reflectance")
         from rendering.principled_fit import principled_bsdf
 
         self.m_proxy_z = proxy_z
@@ -191,7 +191,7 @@ def measured_bsdf_dict(
     if proxy_z is None:
         from rendering.principled_fit import fit_principled
 
-        proxy_z = fit_principled(brdf)
+        proxy_z = fit_principled(brdf, method="reflectance")
     return {
         "type": PLUGIN_NAME,
         "table": mi.TensorXf(brdf.filled),

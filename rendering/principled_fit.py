@@ -5,22 +5,51 @@ specular]`` (DESIGN.md §3.3): Mitsuba's ``principled`` BSDF with every other pa
 Everything here evaluates that BSDF through Mitsuba itself, vectorised over many (wi, wo)
 pairs, so a table tabulated from z and the principled BSDF agree up to the table's resolution.
 
-:func:`fit_principled` minimises, over z ∈ [0, 1]⁶, the squared difference of
-``log(ε + f·cos θ_i·cos θ_o)`` (per RGB channel) between the table and the principled BRDF, on a
-fixed random subset of the table's bins that lie above the horizon. The log compresses the
-specular peak so that it does not outweigh the rest; the cosines weigh the bins as a rendering
-does; ε = 0.1 (of the order of a diffuse f·cos·cos) keeps the far tails, where a Beckmann or
-Ward lobe and GGX differ by orders of magnitude but carry little light, from dominating.
-Levenberg–Marquardt on z = (1 − cos u)/2 (smooth, unbounded u ↔ z ∈ [0, 1]); several starts
-(dielectric/metal, smooth/rough) guard against local minima. About a second.
+:func:`fit_principled` offers two fits:
+
+``"reflectance"`` (:func:`fit_reflectance`, a fraction of a second): minimises, over z ∈ [0, 1]⁶,
+the squared difference of ``log(ε + f·cos θ_i·cos θ_o)`` (per RGB channel) between the table and
+the principled BRDF on a fixed random subset of the table's bins above the horizon. The log
+compresses the specular peak; the cosines weigh the bins as a rendering does; ε = 0.1 (of the
+order of a diffuse f·cos·cos) keeps the far tails, where a Beckmann or Ward lobe and GGX differ by
+orders of magnitude but carry little light, from dominating. Levenberg–Marquardt on
+z = (1 − cos u)/2 (smooth, unbounded u ↔ z ∈ [0, 1]) from several starts. Fast and good enough
+as the measured BSDF's sampling proxy, but equal weight per table bin is not what an image
+weighs: out-of-model materials (a Ward or Ashikhmin–Shirley lobe) come out visibly off.
+
+``"refmap"`` (:func:`fit_refmap`, the default, about a second): what a user compares is the
+sphere under light, so this fit matches refmaps. The measured BRDF is rendered once
+(``rendering.measured_bsdf``) under ``FIT_LIGHTING`` — a white environment plus procedural skies
+and studios, each seen from ``FIT_AZIMUTHS`` view azimuths — at a small resolution, and z
+minimises, per view, the refmap difference relative to that refmap's RMS and, weighted by
+``FIT_LOG_WEIGHT``, the difference of ``log(m + L)`` (m: that refmap's mean): the relative
+linear term keeps what dominates an image (the highlights) and gives every view the same say, the
+log term keeps bright lights from drowning the rest. The principled refmaps use
+common random numbers (``rendering.refmap``), so the objective is a smooth function of z; its
+Jacobian is a forward difference whose six perturbed materials render in the same batch as z.
+Trust-region reflective least squares inside [0, 1]⁶, started from the reflectance fit; a faint
+pull toward that start pins directions the refmaps cannot see (specular of a metal).
+Deterministic: fixed envmaps, seeds and start.
+
+With ``cache_dir`` a fit is stored as ``<cache_dir>/<name>.z-<key>.json``, ``key`` a digest of the
+table's content, the method and the fit's settings (``FIT_VERSION`` included), written atomically:
+a directory of MERL files is fitted once.
 """
 
 from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
 
 import drjit as dr
 import numpy as np
 from scipy.optimize import least_squares
 
+from rendering.errors import InputError
 from rendering.merl import (
     PHI_D_RES,
     THETA_D_RES,
@@ -29,9 +58,13 @@ from rendering.merl import (
     angles_to_directions,
     bin_angles,
 )
+from rendering.refmap import render_refmaps, render_refmaps_bsdf
 from rendering.variant import ensure_variant
 
-FIT_BINS = 3000  # table bins the fit compares (random, above the horizon)
+FIT_METHODS = ("refmap", "reflectance")
+FIT_VERSION = 1  # bump when a fit changes in a way its settings below do not show
+
+FIT_BINS = 3000  # table bins the reflectance fit compares (random, above the horizon)
 FIT_EPSILON = 0.1  # ε in log(ε + f·cos·cos): below it a difference hardly matters
 FIT_STARTS = (  # initial z: [metallic, r, g, b, roughness, specular]; inside (0, 1),
     (0.05, 0.5, 0.5, 0.5, 0.3, 0.5),  # where the reparametrisation's gradient is not 0
@@ -39,6 +72,19 @@ FIT_STARTS = (  # initial z: [metallic, r, g, b, roughness, specular]; inside (0
     (0.05, 0.5, 0.5, 0.5, 0.7, 0.5),
 )
 FIT_SEED = 0
+
+# The refmap fit. Each (kind, seed) is a procedural envmap (rendering.procedural_envmaps) at
+# FIT_ENVMAP_HEIGHT, "white" the constant one: a sun, area lights, and the albedo/rim profile.
+# Rooms are left out: their path tracer is not bit-reproducible across a process's history.
+FIT_LIGHTING = (("white", 0), ("sky", 1), ("studio", 2), ("studio", 3))
+FIT_AZIMUTHS = 3  # views per envmap (equally spaced; the white one needs only one)
+FIT_ENVMAP_HEIGHT = 32
+FIT_RES = 16  # refmap resolution of the fit (lobes wider than ~10° are resolved)
+FIT_SPP = 32  # samples per pixel, for the measured and the principled refmaps alike
+FIT_RENDER_SEED = 0
+FIT_STEP = 0.01  # finite-difference step in z (common random numbers make it smooth)
+FIT_PRIOR = 0.01  # weight of the pull toward the starting z (per unit of z)
+FIT_LOG_WEIGHT = 0.5  # weight of the log term against the relative linear one
 
 
 def principled_dict(z: np.ndarray) -> dict:
@@ -131,8 +177,36 @@ def log_reflectance(f: np.ndarray, wi: np.ndarray, wo: np.ndarray) -> np.ndarray
     return np.log(FIT_EPSILON + np.maximum(f, 0.0) * weight)
 
 
-def fit_principled(brdf: MerlBrdf, n_bins: int = FIT_BINS, seed: int = FIT_SEED) -> np.ndarray:
-    """The closest principled material z (6,) to ``brdf`` (see the module docstring)."""
+def fit_principled(
+    measured: MerlBrdf, method: str = "refmap", cache_dir: str | os.PathLike | None = None
+) -> np.ndarray:
+    """The principled material z (6,) float64 in [0, 1] closest to ``measured``.
+
+    method: ``"refmap"`` (default: its refmaps under light match the measured ones; about a
+    second) or ``"reflectance"`` (its BRDF values match the table's; a fraction of a second, the
+    refmap fit's start). cache_dir: read the fit from there when an earlier call stored it for
+    this table, method and fit version; else fit and store it (see the module docstring).
+    """
+    if method not in FIT_METHODS:
+        raise InputError("method", f"unknown principled fit {method!r}; choose one of {FIT_METHODS}")
+    if not isinstance(measured, MerlBrdf):
+        raise InputError("measured", f"expected a MerlBrdf, got {type(measured).__name__}")
+    path = None
+    if cache_dir is not None:
+        key = fit_key(measured, method)
+        path = Path(cache_dir) / f"{measured.name or 'material'}.z-{key[:16]}.json"
+        cached = _read_cached_z(path, key)
+        if cached is not None:
+            return cached
+    z = fit_refmap(measured) if method == "refmap" else fit_reflectance(measured)
+    if path is not None:
+        _write_cached_z(path, {"key": key, "method": method, "name": measured.name, "z": z.tolist()})
+    return z
+
+
+def fit_reflectance(brdf: MerlBrdf, n_bins: int = FIT_BINS, seed: int = FIT_SEED) -> np.ndarray:
+    """The principled z (6,) whose log reflectance is closest to ``brdf``'s over a fixed random
+    set of table bins (see the module docstring)."""
     wi, wo, (i_h, i_d, i_p) = fit_bins(n_bins, seed)
     target = log_reflectance(brdf.filled[i_h, i_d, i_p].astype(np.float64), wi, wo)
     evaluate = PrincipledEvaluator(wi, wo)
@@ -152,9 +226,163 @@ def fit_principled(brdf: MerlBrdf, n_bins: int = FIT_BINS, seed: int = FIT_SEED)
     return np.clip(to_z(best.x), 0.0, 1.0)
 
 
+def fit_refmap(measured: MerlBrdf, start: np.ndarray | None = None) -> np.ndarray:
+    """The principled z (6,) whose refmaps under ``FIT_LIGHTING`` are closest to ``measured``'s
+    (see the module docstring). start: the initial z (default: :func:`fit_reflectance`), also the
+    measured BSDF's sampling proxy."""
+    start = fit_reflectance(measured) if start is None else np.clip(np.asarray(start, np.float64), 0.0, 1.0)
+    objective = RefmapObjective(measured, start)
+
+    def residual(z: np.ndarray) -> np.ndarray:
+        return objective(z[None])[0]
+
+    def jacobian(z: np.ndarray) -> np.ndarray:
+        # Forward differences, stepping inward at the upper bound; all seven in one batch.
+        step = np.where(z + FIT_STEP <= 1.0, FIT_STEP, -FIT_STEP)
+        values = objective(np.vstack([z, z + np.diag(step)]))
+        return ((values[1:] - values[0]) / step[:, None]).T
+
+    # trf needs a start strictly inside the bounds.
+    inside = np.clip(start, 1e-3, 1.0 - 1e-3)
+    result = least_squares(
+        residual, inside, jac=jacobian, bounds=(0.0, 1.0), method="trf", xtol=1e-3, ftol=1e-4, max_nfev=50
+    )
+    return np.clip(result.x, 0.0, 1.0)
+
+
+class RefmapObjective:
+    """Residuals of the refmap fit for a batch of material vectors: ``objective(z) -> (B, M)``
+    for z (B, 6). The measured refmaps are rendered once, here, with ``start`` as the measured
+    BSDF's sampling proxy; M = 2·(views·3·FIT_RES²) + 6 (the linear and log terms of every view,
+    then the pull toward ``start``); the fit minimises their sum of squares."""
+
+    def __init__(self, measured: MerlBrdf, start: np.ndarray):
+        from rendering.measured_bsdf import measured_bsdf
+
+        bsdf = measured_bsdf(measured, proxy_z=start)
+        self.start = np.asarray(start, dtype=np.float64)
+        self.lighting = _fit_lighting()
+        self.targets, self.scales, self.floors = [], [], []
+        for envmap, azimuths in self.lighting:
+            target = render_refmaps_bsdf(
+                envmap, bsdf, azimuths, res=FIT_RES, spp=FIT_SPP, seed=FIT_RENDER_SEED
+            ).reshape(len(azimuths), -1)
+            target = target.astype(np.float64)
+            self.targets.append(target)
+            # Per view: the RMS that makes the linear term relative, the mean that floors the log.
+            self.scales.append(np.maximum(np.sqrt(np.mean(target**2, axis=1, keepdims=True)), 1e-12))
+            self.floors.append(np.maximum(target.mean(axis=1, keepdims=True), 1e-12))
+        self.log_targets = [np.log(floor + t) for floor, t in zip(self.floors, self.targets, strict=True)]
+        self.norm = 1.0 / np.sqrt(2.0 * sum(t.size for t in self.targets))
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        z = np.clip(np.atleast_2d(np.asarray(z, dtype=np.float64)), 0.0, 1.0)
+        count = len(z)
+        parts = []
+        for (envmap, azimuths), target, scale, floor, log_target in zip(
+            self.lighting, self.targets, self.scales, self.floors, self.log_targets, strict=True
+        ):
+            views = len(azimuths)
+            refmaps = render_refmaps(
+                envmap, np.repeat(z, views, axis=0), np.tile(azimuths, count),
+                res=FIT_RES, spp=FIT_SPP, seed=FIT_RENDER_SEED,
+            ).reshape(count, views, -1).astype(np.float64)  # fmt: skip
+            parts.append(((refmaps - target) / scale).reshape(count, -1))
+            parts.append(FIT_LOG_WEIGHT * (np.log(floor + refmaps) - log_target).reshape(count, -1))
+        return np.concatenate(
+            [np.concatenate(parts, axis=1) * self.norm, FIT_PRIOR * (z - self.start)], axis=1
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _fit_lighting() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The refmap fit's lighting: (envmap (H, 2H, 3), view azimuths (n,)) per ``FIT_LIGHTING``
+    entry, made once per process (shared arrays: do not modify them)."""
+    from rendering.procedural_envmaps import make_envmap
+
+    height = FIT_ENVMAP_HEIGHT
+    views = np.arange(FIT_AZIMUTHS) * (2.0 * np.pi / FIT_AZIMUTHS)
+    out = []
+    for kind, seed in FIT_LIGHTING:
+        if kind == "white":
+            envmap, azimuths = np.ones((height, 2 * height, 3), dtype=np.float32), np.zeros(1)
+        else:
+            envmap, azimuths = make_envmap(kind, seed, height), views.copy()
+        out.append((envmap, azimuths))
+    return tuple(out)
+
+
+def refmap_error(
+    measured: MerlBrdf,
+    z: np.ndarray,
+    envmap: np.ndarray,
+    res: int = 32,
+    spp: int = 256,
+    seed: int = 1,
+    proxy_z: np.ndarray | None = None,
+) -> np.ndarray:
+    """Relative refmap RMSE, ‖L(z) − L_measured‖ / ‖L_measured‖ (RMS over pixels and channels),
+    of each principled material z (6,) or (B, 6) against ``measured`` under ``envmap``
+    (H, 2H, 3): a float, or (B,). The measured refmap is rendered once, sampled with ``proxy_z``
+    (default: the reflectance fit), and both with the same seed."""
+    from rendering.measured_bsdf import measured_bsdf
+
+    z = np.asarray(z, dtype=np.float64)
+    batch = np.atleast_2d(z)
+    proxy_z = fit_reflectance(measured) if proxy_z is None else proxy_z
+    target = render_refmaps_bsdf(
+        envmap, measured_bsdf(measured, proxy_z=proxy_z), res=res, spp=spp, seed=seed
+    )
+    refmaps = render_refmaps(envmap, batch, res=res, spp=spp, seed=seed)
+    error = np.sqrt(np.mean((refmaps - target) ** 2, axis=(1, 2, 3)) / np.mean(target**2))
+    return float(error[0]) if z.ndim == 1 else error
+
+
+# -- the cache -----------------------------------------------------------------------------------
+
+
+def fit_key(measured: MerlBrdf, method: str) -> str:
+    """sha256 (hex) of the table's content, the method and every setting the fit depends on."""
+    settings = {
+        "version": FIT_VERSION,
+        "method": method,
+        "reflectance": [FIT_BINS, FIT_EPSILON, FIT_STARTS, FIT_SEED],
+        "refmap": [FIT_LIGHTING, FIT_AZIMUTHS, FIT_ENVMAP_HEIGHT, FIT_RES, FIT_SPP, FIT_RENDER_SEED]
+        + [FIT_STEP, FIT_PRIOR, FIT_LOG_WEIGHT],
+    }
+    digest = hashlib.sha256(np.ascontiguousarray(measured.table).tobytes())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _read_cached_z(path: Path, key: str) -> np.ndarray | None:
+    """The z stored at ``path`` for ``key``; None when absent, unreadable or for another key
+    (then the caller fits again and overwrites it)."""
+    try:
+        record = json.loads(path.read_text())
+        z = np.asarray(record["z"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if record.get("key") != key or z.shape != (6,) or not np.all((z >= 0.0) & (z <= 1.0)):
+        return None
+    return z
+
+
+def _write_cached_z(path: Path, record: dict) -> None:
+    """Write ``record`` as JSON at ``path`` atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(record, out, indent=1)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def fit_error(brdf: MerlBrdf, z: np.ndarray, n_bins: int = FIT_BINS, seed: int = FIT_SEED) -> float:
     """RMS difference of log reflectance between ``brdf`` and the principled z (6,) over the
-    fit's bins: the quantity :func:`fit_principled` minimises (0 for a perfect fit)."""
+    fit's bins: the quantity :func:`fit_reflectance` minimises (0 for a perfect fit)."""
     wi, wo, (i_h, i_d, i_p) = fit_bins(n_bins, seed)
     target = log_reflectance(brdf.filled[i_h, i_d, i_p].astype(np.float64), wi, wo)
     return float(np.sqrt(np.mean((log_reflectance(principled_brdf(z, wi, wo), wi, wo) - target) ** 2)))

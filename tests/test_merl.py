@@ -234,9 +234,9 @@ def test_measured_table_of_a_principled_material_renders_like_it(plastic):
 
 
 @pytest.mark.parametrize("z", [PLASTIC, METAL], ids=["plastic", "metal"])
-def test_fit_principled_recovers_a_known_material(z):
+def test_reflectance_fit_recovers_a_known_material(z):
     brdf = tabulate_principled(z)
-    fitted = fit_principled(brdf)
+    fitted = fit_principled(brdf, method="reflectance")
     # What a rendering sees: the fitted BRDF reproduces the table.
     assert fit_error(brdf, fitted) < 0.01
     # What is identifiable: roughness, base colour, and whether it is a metal. Specular does not
@@ -271,4 +271,4 @@ def test_builtin_materials_are_physical_out_of_model_and_cached(tmp_path, rng):
             albedo = (np.pi * brdf.eval(wi, wo)).mean(axis=0)
             assert np.all(albedo > 0.02) and np.all(albedo < 1.02), f"{name}: albedo {albedo}"
         # Not exactly principled: the closest principled material leaves a visible difference.
-        assert fit_error(brdf, fit_principled(brdf)) > 0.01, name
+        assert fit_error(brdf, fit_principled(brdf, method="reflectance")) > 0.01, name
