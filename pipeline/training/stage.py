@@ -221,5 +221,8 @@ def run_training(
     continued = start.tracker_run_id if start.resume else None
     with training_run(net, logged, split_dir, run_id=continued) as tracker:
         metrics = loop(data, network=network, tracker=tracker, **outputs, **kwargs)
-        metrics["model_version"] = register_model(net, run_dir, tracker.run_id)
+        if metrics["complete"]:
+            metrics["model_version"] = register_model(net, run_dir, tracker.run_id)
+        else:  # stopped early (stop_at_samples): a half-trained model is no candidate
+            print(f"{net}: stopped at {metrics['samples']} samples, before its end: not registered")
     return metrics

@@ -142,9 +142,11 @@ def train_drmnet(
             state["torch_rng"] = torch.get_rng_state()
             state["complete"] = state["samples"] >= total_samples
             if dist.is_main:
-                save_checkpoint(run_dir, network, nets, ema.nets, optimizer, state)
-                if tracker is not None:  # the run holds what the checkpoint holds (a resume continues it)
+                # The run holds what the checkpoint holds (a resume continues it): flushed first, so
+                # that a kill between the two cannot leave the run without the checkpoint's steps.
+                if tracker is not None:
                     tracker.flush()
+                save_checkpoint(run_dir, network, nets, ema.nets, optimizer, state)
                 summary = {"samples": state["samples"], "steps": state["step"], **tick_metrics}
                 if metrics_path is not None:
                     write_metrics(metrics_path, summary)
@@ -157,4 +159,9 @@ def train_drmnet(
 
     if tracker is not None and dist.is_main:
         tracker.flush()
-    return {"samples": state["samples"], "steps": state["step"], **tick_metrics}
+    return {
+        "samples": state["samples"],
+        "steps": state["step"],
+        "complete": bool(state.get("complete")),
+        **tick_metrics,
+    }
