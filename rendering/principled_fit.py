@@ -230,6 +230,13 @@ def fit_refmap(measured: MerlBrdf, start: np.ndarray | None = None) -> np.ndarra
     """The principled z (6,) whose refmaps under ``FIT_LIGHTING`` are closest to ``measured``'s
     (see the module docstring). start: the initial z (default: :func:`fit_reflectance`), also the
     measured BSDF's sampling proxy."""
+    from rendering.variant import RENDER_LOCK
+
+    with RENDER_LOCK:  # Dr.Jit is not thread-safe across Python threads (rendering/variant.py)
+        return _fit_refmap(measured, start)
+
+
+def _fit_refmap(measured: MerlBrdf, start: np.ndarray | None) -> np.ndarray:
     start = fit_reflectance(measured) if start is None else np.clip(np.asarray(start, np.float64), 0.0, 1.0)
     objective = RefmapObjective(measured, start)
 

@@ -78,3 +78,38 @@ def test_refmap_fit_is_deterministic_cached_and_beats_the_reflectance_fit(satin,
 def test_fit_principled_rejects_an_unknown_method(satin):
     with pytest.raises(InputError, match="unknown principled fit 'mirror'"):
         fit_principled(satin, method="mirror")
+
+
+def test_fit_beside_a_measured_object_render_on_another_thread(satin):
+    """The dataset flow's threads fit materials while others render objects with measured BSDFs.
+    Dr.Jit is not thread-safe across Python threads, so the fit must hold the render lock: both
+    finish, and the fit equals the one made alone."""
+    import threading
+
+    from rendering.measured_bsdf import measured_bsdf
+    from rendering.objects import render_object
+    from rendering.shapes import make_shape
+    from rendering.variant import RENDER_LOCK
+
+    alone = fit_principled(satin)
+    envmap = make_envmap("studio", 3, 16)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def render_objects() -> None:
+        try:
+            while not done.is_set():
+                with RENDER_LOCK:
+                    render_object(envmap, make_shape("blob", 1), measured_bsdf(satin, alone), res=48, spp=8)
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    renderer = threading.Thread(target=render_objects)
+    renderer.start()
+    try:
+        beside = fit_principled(satin)
+    finally:
+        done.set()
+        renderer.join()
+    assert not errors, errors
+    np.testing.assert_array_equal(beside, alone)

@@ -165,12 +165,13 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
 
         def samples():
             for index in range(job.first, job.first + job.count):
-                plan = plan_sample(job.settings, job.dataset, job.split, index, list(job.envmap_ids))
-                if plan.envmap_id not in envmaps:
-                    envmaps[plan.envmap_id] = read_envmap(
-                        split_envmap_path(job.envmap_dir, job.split, plan.envmap_id)
-                    )
+                # Planning renders too (a measured material's principled fit, the first time).
                 with RENDER_LOCK:
+                    plan = plan_sample(job.settings, job.dataset, job.split, index, list(job.envmap_ids))
+                    if plan.envmap_id not in envmaps:
+                        envmaps[plan.envmap_id] = read_envmap(
+                            split_envmap_path(job.envmap_dir, job.split, plan.envmap_id)
+                        )
                     sample = make_sample(plan, envmaps[plan.envmap_id], job.settings)
                 key = sample_key(job.dataset, job.split, index)
                 rows.append(sample_row(key, job.name, index, sample))
