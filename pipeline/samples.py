@@ -218,9 +218,9 @@ def _version(path: Path) -> tuple[int, int]:
 @functools.lru_cache(maxsize=4096)
 def _mesh_sha256(path: str, size: int, mtime_ns: int) -> str:
     """A mesh file's sha256, cached per (path, size, mtime): every sample plan looks it up."""
-    from rendering.shapes import mesh_sha256
+    from rendering.file_hash import file_sha256
 
-    return mesh_sha256(path)
+    return file_sha256(path)
 
 
 def _check_disjoint(pools: dict[str, tuple[PoolShape, ...]]) -> None:

@@ -13,7 +13,6 @@ an interrupted run never leaves a partial shard under a shard's name.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -27,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from rendering.file_hash import file_sha256  # noqa: F401  (shard verification uses it from here)
+
 # 2000-01-01T00:00:00Z: any fixed value makes the bytes reproducible; a sane date keeps `tar tv` readable.
 SHARD_MTIME = 946_684_800
 META_FIELD = "meta"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # webdataset splits member names at the first dot
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -120,15 +120,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_shard(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, Any]]]) -> ShardInfo:

@@ -91,11 +91,12 @@ def assign_splits(
 
 def plan_envmap_splits(params: dict[str, Any]) -> dict[str, list]:
     """{split: [EnvmapSpec]} for the ``envmaps`` and ``envmaps_split`` sections of params."""
-    from rendering.envmap_sources import USER_KIND, EnvmapParams, file_digest, plan_envmaps
+    from rendering.envmap_sources import USER_KIND, EnvmapParams, plan_envmaps
+    from rendering.file_hash import file_sha256
 
     sources = EnvmapParams.from_params(params)
     specs = plan_envmaps(sources.n, sources.seed, sources.kinds, sources.user_dir)
-    digests = {s.id: file_digest(s.path) for s in specs if s.kind == USER_KIND}
+    digests = {s.id: file_sha256(s.path) for s in specs if s.kind == USER_KIND}
     return assign_splits(specs, split_settings_from_params(params), digests)
 
 

@@ -17,7 +17,6 @@ mixed by configurable proportions, written as a directory of ``<id>.exr`` plus s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import numpy as np
 
 from rendering.envmap import envmap_power, pixel_directions, pixel_solid_angles, read_envmap, resample_envmap
 from rendering.errors import InputError
+from rendering.file_hash import file_sha256
 from rendering.hdrio import HDR_SUFFIXES, luminance
 
 PROCEDURAL_KINDS = ("sky", "studio", "room")  # order fixes the derived seeds: never reorder
@@ -157,15 +157,6 @@ def list_envmap_files(directory: str | os.PathLike) -> list[Path]:
     return files
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _atomic_write_bytes(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
@@ -202,7 +193,7 @@ class EnvmapDirectory:
         path = Path(path)
         cached = None
         if self.cache_dir is not None:
-            cached = self.cache_dir / f"{file_digest(path)}-h{self.height}.npy"
+            cached = self.cache_dir / f"{file_sha256(path)}-h{self.height}.npy"
             if cached.exists():
                 return np.load(cached)
         envmap = resample_envmap(read_envmap(path), self.height)

@@ -20,12 +20,12 @@ User meshes (``load_mesh(path)``, or ``make_shape(path)``): OBJ or PLY loaded by
 ``obj``/``ply`` plugins, centred on their bounding box and scaled so that the farthest vertex is at
 distance 1. Normals the file holds are kept; a file without any gets :func:`smooth_vertex_normals`
 too, not the normals Mitsuba's loader would compute (racy, as above), so that renders of a user
-mesh are reproducible to the bit as well. :func:`mesh_sha256` names a mesh file by its content.
+mesh are reproducible to the bit as well. A mesh file is named by its content
+(:func:`rendering.file_hash.file_sha256`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -189,15 +189,6 @@ def make_shape(name: str | os.PathLike, seed: int = 0, subdivisions: int = DEFAU
         e1, e2 = rng.uniform(0.35, 1.6, size=2)
         return radial_shape(name, lambda d: superquadric_radius(d, axes, e1, e2), rotation, subdivisions)
     return radial_shape(name, lambda d: blob_radius(d, rng), rotation, subdivisions)
-
-
-def mesh_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a mesh file's bytes: the identity of a user mesh, whatever its name."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _has_file_normals(path: Path, plugin: str) -> bool:

@@ -6,12 +6,7 @@ killed and resumed with `--auto-resume` logging into the MLflow run it started."
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from killed_training import kill_at_first_snapshot
 from training_data import blob_envmap, drmnet_trajectories, obsnet_samples
 from typer.testing import CliRunner
 
@@ -29,7 +25,6 @@ from pipeline.shards import write_shard
 from pipeline.training.stage import run_training
 from rendering.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
 R = 16
 TINY_NET = {"channels": 8, "multipliers": [1, 2], "res_blocks": 1, "attention": [8]}
 SHORT = {
@@ -43,7 +38,6 @@ SHORT = {
     "ema_halflife_samples": 8,
 }
 OBSNET_SPLIT = "data/shards/obsnet/train"
-KILL_TIMEOUT_S = 120
 
 
 def _numpy(sample: dict[str, torch.Tensor]) -> dict:
@@ -180,24 +174,14 @@ def killed(workspace, tmp_path_factory) -> Killed:
     params["profiles"]["tiny"]["train_obsnet"].update(snapshot_ticks=1, preview_ticks=0)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
 
-    command = [sys.executable, "-m", "pipeline.cli", "train", "obsnet", "--auto-resume", "--device", "cpu"]
-    command += ["--data", str(workspace / OBSNET_SPLIT), "--params", str(workdir / "params.yaml")]
     store = f"sqlite:///{workdir}/mlflow.db"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": store}
+    kill_at_first_snapshot(
+        workdir,
+        ["obsnet", "--auto-resume", "--device", "cpu", "--data", str(workspace / OBSNET_SPLIT)]
+        + ["--params", str(workdir / "params.yaml")],
+        env={"MLFLOW_TRACKING_URI": store},
+    )
     state = workdir / "checkpoints/obsnet/state.pt"
-    with (workdir / "train.log").open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + KILL_TIMEOUT_S
-            while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.002)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == -signal.SIGKILL, (workdir / "train.log").read_text()[-3000:]
     saved = torch.load(state, weights_only=True)
     assert 0 < saved["samples"] < 16 and not saved["complete"]
     return Killed(workdir, store, saved["tracker_run_id"], saved["samples"], saved["step"])

@@ -5,17 +5,13 @@ a fresh start; a manual resume of a checkpoint made from other settings or data 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from killed_training import kill_at_first_snapshot
 from safetensors.torch import load_file
 from training_data import blob_envmap, obsnet_samples
 from typer.testing import CliRunner
@@ -43,7 +39,6 @@ SETTINGS = {
     "snapshot_ticks": 5,
     "preview_ticks": 0,
 }
-KILL_TIMEOUT_S = 120
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,23 +111,11 @@ def _kill_after_first_snapshot(workdir: Path, split: Path) -> None:
     its first snapshot (state.pt, renamed last) exists."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(_params()))
-    command = [sys.executable, "-m", "pipeline.cli", "train", "obsnet", "--auto-resume", "--no-register"]
-    command += ["--data", str(split), "--device", "cpu", "--params", str(workdir / "params.yaml")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    state = workdir / "checkpoints/obsnet/state.pt"
-    with (workdir / "train.log").open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + KILL_TIMEOUT_S
-            while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.002)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == -signal.SIGKILL, (workdir / "train.log").read_text()[-3000:]
+    kill_at_first_snapshot(
+        workdir,
+        ["obsnet", "--auto-resume", "--no-register", "--data", str(split), "--device", "cpu"]
+        + ["--params", str(workdir / "params.yaml")],
+    )
 
 
 def test_killed_training_continues_from_its_snapshot_to_the_uninterrupted_weights(
