@@ -232,3 +232,42 @@ def load_checkpoint(
     load_state_dict_into(ema_nets, {k: v.to(device) for k, v in load_file(run_dir / WEIGHTS_FILE).items()})
     optimizer.load_state_dict(state.pop("optimizer"))
     return state
+
+
+def start_training(
+    label: str,
+    run_dir: str | os.PathLike,
+    network: DRMNetConfig | ObsNetConfig,
+    fingerprint: dict[str, Any] | None,
+    resume: Resume,
+    nets: dict[str, nn.Module],
+    ema_nets: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    dist: Any,  # pipeline.training.distributed.Dist
+    tracker_run_id: str | None,
+    log: Any,  # Callable[[str], None]
+) -> dict[str, Any]:
+    """The training state to begin with, for both loops: the checkpoint's (weights, EMA, optimiser
+    restored in place; the generator and torch RNG states set) when :func:`plan_start` says to
+    continue it, else a fresh one; rank 0 prepares ``run_dir`` and says which it is."""
+    from pipeline.training.distributed import barrier
+
+    fingerprint = fingerprint_of(network, fingerprint)
+    start = plan_start(run_dir, fingerprint, resume)
+    barrier(dist)  # every rank has read the checkpoint before rank 0 clears it
+    state: dict[str, Any] = {"samples": 0, "step": 0, "data": {"epoch": 0, "index": 0}, "history": []}
+    if start.resume:
+        state = load_checkpoint(run_dir, nets, ema_nets, optimizer)
+        generator.set_state(state["generator"][dist.rank])
+        torch.set_rng_state(state["torch_rng"])
+    if dist.is_main:
+        prepare_run_dir(run_dir, start.resume)
+        if start.resume:
+            log(f"{label}: resumed from {run_dir} at {state['samples']} samples")
+        elif start.reason:
+            log(f"{label}: {start.reason}")
+    state["fingerprint"] = fingerprint
+    if tracker_run_id is not None:
+        state["tracker_run_id"] = tracker_run_id
+    return state

@@ -17,14 +17,7 @@ from models.config import ObsNetConfig
 from models.ddpm import Diffusion, obsnet_training_loss
 from models.weights import build_networks
 from pipeline.training.batches import BatchStream, DataSource
-from pipeline.training.checkpoint import (
-    Resume,
-    fingerprint_of,
-    load_checkpoint,
-    plan_start,
-    prepare_run_dir,
-    save_checkpoint,
-)
+from pipeline.training.checkpoint import Resume, save_checkpoint, start_training
 from pipeline.training.distributed import barrier, generator_states, init_distributed, mean_over_ranks
 from pipeline.training.ema import EMA
 from pipeline.training.previews import obsnet_preview
@@ -72,23 +65,20 @@ def train_obsnet(
     diffusion = Diffusion(network.diffusion)
 
     # Resume (weights, EMA, optimiser, progress, data position and RNG states) or start fresh.
-    fingerprint = fingerprint_of(network, fingerprint)
-    start = plan_start(run_dir, fingerprint, resume)
-    barrier(dist)  # every rank has read the checkpoint before rank 0 clears it
-    state = {"samples": 0, "step": 0, "data": {"epoch": 0, "index": 0}, "history": []}
-    if start.resume:
-        state = load_checkpoint(run_dir, nets, ema.nets, optimizer)
-        generator.set_state(state["generator"][dist.rank])
-        torch.set_rng_state(state["torch_rng"])
-    if dist.is_main:
-        prepare_run_dir(run_dir, start.resume)
-        if start.resume:
-            log(f"obsnet: resumed from {run_dir} at {state['samples']} samples")
-        elif start.reason:
-            log(f"obsnet: {start.reason}")
-    state["fingerprint"] = fingerprint
-    if tracker is not None:
-        state["tracker_run_id"] = tracker.run_id
+    state = start_training(
+        "obsnet",
+        run_dir,
+        network,
+        fingerprint,
+        resume,
+        nets,
+        ema.nets,
+        optimizer,
+        generator,
+        dist,
+        tracker.run_id if tracker is not None else None,
+        log,
+    )
     step_nets = nets
     if dist.enabled:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
