@@ -159,7 +159,8 @@ class PoolShape:
 def shape_pools(settings: DatasetSettings) -> dict[str, tuple[PoolShape, ...]]:
     """split → its shape pool (see the module docstring); disjoint across splits except for the
     shared sphere. Raises InputError for an unknown kind, a bad mesh directory, an empty pool or
-    a mesh file found twice (naming both paths). Cheap: mesh files are hashed once per version."""
+    a mesh file found twice (naming both paths). Cheap: procedural members are cached, mesh
+    files hashed once per version."""
     from rendering.shapes import SHAPES
 
     unknown = sorted(set(settings.shapes) - set(SHAPES))
@@ -173,10 +174,9 @@ def shape_pools(settings: DatasetSettings) -> dict[str, tuple[PoolShape, ...]]:
     for split in SPLITS:
         members = [PoolShape("sphere")] if "sphere" in settings.shapes else []
         if solids:
-            members += [
-                PoolShape(solids[index % len(solids)], _pool_seed(settings.seed, split, index))
-                for index in range(settings.shape_pool.get(split, 0))
-            ]
+            members += _procedural_pool(
+                settings.seed, split, tuple(solids), settings.shape_pool.get(split, 0)
+            )
         if settings.mesh_dirs.get(split):
             members += _mesh_members(Path(settings.mesh_dirs[split]), split)
         if not members:
@@ -188,6 +188,15 @@ def shape_pools(settings: DatasetSettings) -> dict[str, tuple[PoolShape, ...]]:
         pools[split] = tuple(members)
     _check_disjoint(pools)
     return pools
+
+
+@functools.lru_cache(maxsize=64)
+def _procedural_pool(seed: int, split: str, kinds: tuple[str, ...], size: int) -> tuple[PoolShape, ...]:
+    """The procedural members of ``split``'s pool, cycling through ``kinds``; cached, since every
+    sample plan looks its pool up."""
+    return tuple(
+        PoolShape(kinds[index % len(kinds)], _pool_seed(seed, split, index)) for index in range(size)
+    )
 
 
 def _pool_seed(seed: int, split: str, index: int) -> int:

@@ -31,6 +31,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,7 @@ from torch import nn
 
 from models.config import DRMNetConfig, ObsNetConfig
 from models.weights import CONFIG_FILE, WEIGHTS_FILE, load_state_dict_into, save_config, state_dict_of
+from pipeline.training.distributed import Dist, barrier
 from rendering.errors import InputError
 
 MODEL_FILE = "model.safetensors"
@@ -244,15 +246,13 @@ def start_training(
     ema_nets: dict[str, nn.Module],
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-    dist: Any,  # pipeline.training.distributed.Dist
+    dist: Dist,
     tracker_run_id: str | None,
-    log: Any,  # Callable[[str], None]
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """The training state to begin with, for both loops: the checkpoint's (weights, EMA, optimiser
     restored in place; the generator and torch RNG states set) when :func:`plan_start` says to
     continue it, else a fresh one; rank 0 prepares ``run_dir`` and says which it is."""
-    from pipeline.training.distributed import barrier
-
     fingerprint = fingerprint_of(network, fingerprint)
     start = plan_start(run_dir, fingerprint, resume)
     barrier(dist)  # every rank has read the checkpoint before rank 0 clears it
