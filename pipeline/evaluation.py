@@ -11,16 +11,26 @@ Methods (rows of the tables):
 - ``drmnet_mean``: the per-pixel mean of the N envmaps (and the mean material);
 - ``observed_mirror`` (baseline): the observed refmap read as if it were a mirror refmap, its
   holes filled with its mean colour; its material is the mirror z0;
+- ``completed_mirror`` (baseline): ObsNet's completion (the mean of the N completions the DRM
+  runs started from) read as a mirror refmap; equal to ``observed_mirror`` when every normal
+  was observed; material z0;
 - ``constant_mean`` (baseline): a constant envmap of the observed refmap's mean colour; its
-  material is the prior's mean (0.5 everywhere).
+  material is the prior's mean (0.5 everywhere);
+- ``oracle``: the true mirror refmap through the same mirror → envmap conversion, with the true
+  material: the floor that the refmap resolution and the conversion leave to every method.
 
 Metrics (columns; lower is better unless said):
 
-- three-sphere protocol (:mod:`rendering.spheres`, the sphere's mask): ``<sphere>_rmse``,
-  ``<sphere>_si_rmse``, ``<sphere>_angular`` (degrees), ``<sphere>_nrmse`` for the mirror,
-  matte-silver and diffuse spheres;
+- three-sphere protocol (:mod:`rendering.spheres`, the sphere's mask) on TONE-MAPPED envmaps
+  (:func:`pipeline.metrics.tonemap`: StyleLight's operator, γ = 2.4, the ground truth's 99th
+  percentile → 0.99, the estimate scale-aligned to the ground truth over its valid region first):
+  ``<sphere>_rmse``, ``<sphere>_si_rmse``, ``<sphere>_nrmse``, ``<sphere>_rel_si_rmse``
+  (si-RMSE / RMS(gt)) and ``<sphere>_angular`` (degrees) for the mirror, matte-silver and
+  diffuse spheres;
 - ``envmap_log_rmse``: scale-aligned, solid-angle weighted, over the valid (determined) region;
-- ``refmap_si_rmse``: the mirror refmap against the ground-truth mirror refmap;
+- ``refmap_si_rmse``, ``refmap_rel_si_rmse`` and ``refmap_log_lum_rmse``: the (linear) mirror
+  refmap against the ground-truth mirror refmap: si-RMSE, si-RMSE / RMS(gt), and the RMSE of
+  log luminance after the optimal offset;
 - ``material_mae``: mean absolute error of z (measured materials: against their principled fit);
 - ``rerender_nrmse``: the observed refmap re-rendered from the estimated envmap and material
   (``render_refmaps``), over the observed pixels;
@@ -30,6 +40,11 @@ Metrics (columns; lower is better unless said):
 Test sets: ``principled`` (shards of the test split whose material is a principled z) and
 ``measured`` (shards of measured materials when the dataset has them, else a small set rendered
 here from the built-in measured-like BRDFs under the test envmaps, with held-out shapes).
+
+Summary (:func:`summarize`): per group and method, each metric's mean and its median
+(``<metric>_median``). Groups: each test set, then ``<test set>/<kind>`` for each kind of
+envmap among its samples (the envmaps table's ``kind``: ``real``, ``sky``, ``studio``,
+``room``, ``user``), so that real maps, the test that counts, are read apart.
 """
 
 from __future__ import annotations
@@ -51,9 +66,11 @@ from pipeline.estimate import EstimateSettings, Estimation, estimate_image, mate
 from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 
-METHODS = ("drmnet", "drmnet_mean", "observed_mirror", "constant_mean")
-BASELINES = ("observed_mirror", "constant_mean")
+METHODS = ("drmnet", "drmnet_mean", "observed_mirror", "completed_mirror", "constant_mean", "oracle")
+BASELINES = ("observed_mirror", "completed_mirror", "constant_mean", "oracle")
 TEST_SETS = ("principled", "measured")
+KINDS = ("real", "sky", "studio", "room", "user")  # envmap kinds, in the order the summary lists them
+ID_COLUMNS = ("test_set", "key", "method", "envmap_id", "envmap_kind")  # the rows' non-metric columns
 PRIOR_MEAN_MATERIAL = np.full(6, 0.5, dtype=np.float32)  # the mean of z ~ U[0, 1]^6
 
 
@@ -77,8 +94,8 @@ class EvaluateSettings:
     sphere_spp: int = 64
     rerender_spp: int = 64
     baselines: tuple[str, ...] = BASELINES
-    primary_metric: str = "mirror_si_rmse"  # decides the champion: lower is better
-    primary_test_set: str = "principled"
+    primary_metric: str = "mirror_rel_si_rmse"  # decides the champion: lower is better
+    primary_test_set: str = "principled/real"  # a summary group; falls back to its test set
     gallery: int = 2  # samples per test set with images for the report
     relight_material: tuple[float, ...] = (1.0, 0.95, 0.64, 0.54, 0.25, 0.5)  # copper-ish, for the gallery
     relight_res: int = 64
@@ -148,6 +165,7 @@ def shard_test_samples(
 
     split_dir = Path(settings.shards) / settings.dataset / EVAL_SPLIT
     shape_of = _shape_lookup(settings, params)
+    kinds = envmap_kinds(settings.envmaps, EVAL_SPLIT)
     envmaps: dict[str, np.ndarray] = {}
     for shard in list_shards(split_dir):
         for key, sample in read_shard(shard):
@@ -171,8 +189,34 @@ def shard_test_samples(
                 z=np.asarray(sample["z_obs"], np.float32),
                 material_source=source,
                 shape=shape_of(key, sample),
-                info={"envmap_id": envmap_id, "view_azimuth": azimuth, "shard": Path(shard).name},
+                info={
+                    "envmap_id": envmap_id,
+                    "envmap_kind": kinds.get(envmap_id, envmap_kind(envmap_id)),
+                    "view_azimuth": azimuth,
+                    "shard": Path(shard).name,
+                },
             )
+
+
+def envmap_kind(envmap_id: str) -> str:
+    """The kind of an envmap from its id alone (``<kind>-<seed>-<index>``, ``real-<name>``,
+    ``user-<stem>``), for tables that lack a ``kind`` column."""
+    prefix = str(envmap_id).split("-", 1)[0]
+    return prefix if prefix in KINDS else "user"
+
+
+def envmap_kinds(envmap_dir: str | os.PathLike, split: str) -> dict[str, str]:
+    """{envmap id: kind} of a split, from its envmaps table (``id``, ``kind``); {} without one."""
+    from pipeline.splits import read_envmap_table
+
+    try:
+        table = read_envmap_table(envmap_dir, split)
+    except InputError:
+        return {}
+    ids = table.column("id").to_pylist()
+    if "kind" not in table.column_names:
+        return {i: envmap_kind(i) for i in ids}
+    return dict(zip(ids, table.column("kind").to_pylist(), strict=True))
 
 
 def _shape_lookup(settings: EvaluateSettings, params: dict[str, Any] | None):
@@ -253,6 +297,7 @@ def _render_measured(
     from rendering.shapes import make_shape
 
     envmap_ids = split_envmap_ids(envmap_dir, EVAL_SPLIT)
+    kinds = envmap_kinds(envmap_dir, EVAL_SPLIT)
     materials = list(builtin_materials(n_materials).items())
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
     samples = []
@@ -278,7 +323,12 @@ def _render_measured(
                 z=np.asarray(z, np.float32),
                 material_source=name,
                 shape=shape,
-                info={"envmap_id": envmap_id, "view_azimuth": azimuth, "rendered_here": True},
+                info={
+                    "envmap_id": envmap_id,
+                    "envmap_kind": kinds.get(envmap_id, envmap_kind(envmap_id)),
+                    "view_azimuth": azimuth,
+                    "rendered_here": True,
+                },
             )
         )
     return tuple(samples)
@@ -316,26 +366,48 @@ class MethodOutput:
     materials: np.ndarray  # (K, 6)
 
 
-def baseline_outputs(estimation: Estimation, height: int) -> dict[str, MethodOutput]:
-    """The two baselines, computed from the observed refmap alone."""
-    from rendering.refmap import MIRROR, envmap_to_mirror, mirror_to_envmap
+def mirror_output(mirror: np.ndarray, height: int, material: np.ndarray) -> MethodOutput:
+    """A method whose answer is the mirror refmap (3, R, R) itself: its envmap is the mirror →
+    envmap conversion every method's envmap goes through."""
+    from rendering.refmap import mirror_to_envmap
+
+    mirror = np.asarray(mirror, np.float32)
+    envmap, _ = mirror_to_envmap(mirror, height)
+    return MethodOutput(envmap[None], mirror[None], np.asarray(material, np.float32)[None])
+
+
+def baseline_outputs(
+    estimation: Estimation,
+    height: int,
+    truth_mirror: np.ndarray | None = None,
+    truth_z: np.ndarray | None = None,
+) -> dict[str, MethodOutput]:
+    """The baselines, computed from the observed refmap (and ObsNet's completions) alone, and,
+    given the true mirror refmap and material, the oracle."""
+    from rendering.refmap import MIRROR, envmap_to_mirror
 
     observed, seen = estimation.observed, estimation.observed_mask
     mean_colour = observed[:, seen].mean(axis=1)  # (3,)
     filled = np.where(seen[None], observed, mean_colour[:, None, None]).astype(np.float32)
-    env_mirror, _ = mirror_to_envmap(filled, height)
     constant = np.broadcast_to(mean_colour, (height, 2 * height, 3)).astype(np.float32)
     res = observed.shape[1]
-    return {
-        "observed_mirror": MethodOutput(env_mirror[None], filled[None], MIRROR[None].astype(np.float32)),
+    outputs = {
+        "observed_mirror": mirror_output(filled, height, MIRROR),
+        "completed_mirror": mirror_output(estimation.completed.mean(axis=0), height, MIRROR),
         "constant_mean": MethodOutput(
             constant[None], envmap_to_mirror(constant, res)[None], PRIOR_MEAN_MATERIAL[None]
         ),
     }
+    if truth_mirror is not None and truth_z is not None:
+        outputs["oracle"] = mirror_output(truth_mirror, height, np.asarray(truth_z, np.float32))
+    return outputs
 
 
-def method_outputs(estimation: Estimation, baselines: tuple[str, ...]) -> dict[str, MethodOutput]:
-    """Every method's answer for one sample, in :data:`METHODS` order (the chosen baselines only)."""
+def method_outputs(
+    estimation: Estimation, baselines: tuple[str, ...], truth: dict[str, Any] | None = None
+) -> dict[str, MethodOutput]:
+    """Every method's answer for one sample, in :data:`METHODS` order (the chosen baselines only;
+    the oracle needs ``truth``'s ``mirror`` and ``z``)."""
     outputs = {
         "drmnet": MethodOutput(estimation.envmaps, estimation.mirrors, estimation.materials),
         "drmnet_mean": MethodOutput(
@@ -344,9 +416,41 @@ def method_outputs(estimation: Estimation, baselines: tuple[str, ...]) -> dict[s
             estimation.materials.mean(axis=0)[None],
         ),
     }
-    all_baselines = baseline_outputs(estimation, estimation.envmaps.shape[1])
-    outputs.update({name: all_baselines[name] for name in baselines})
+    truth = truth or {}
+    all_baselines = baseline_outputs(
+        estimation, estimation.envmaps.shape[1], truth.get("mirror"), truth.get("z")
+    )
+    outputs.update({name: all_baselines[name] for name in baselines if name in all_baselines})
     return outputs
+
+
+def tonemapped_truth(envmap: np.ndarray, height: int, settings: EvaluateSettings) -> dict[str, Any]:
+    """What the three-sphere protocol compares against: the ground-truth envmap (camera frame) at
+    the estimates' ``height``, the tone-mapping exposure α it fixes, and the protocol spheres
+    rendered under the tone-mapped ground truth."""
+    from rendering.envmap import resample_envmap
+    from rendering.spheres import render_spheres
+
+    exposure = metrics.tonemap_exposure(envmap)
+    return {
+        "envmap": resample_envmap(envmap, height),
+        "exposure": exposure,
+        "spheres": render_spheres(
+            metrics.tonemap(envmap, exposure), settings.sphere_res, settings.sphere_spp, settings.seed
+        ),
+    }
+
+
+def tonemapped_estimate(
+    envmap: np.ndarray, truth: dict[str, Any], valid: np.ndarray | None = None
+) -> np.ndarray:
+    """An estimated envmap (H, 2H, 3) as the protocol renders it: scale-aligned to the ground
+    truth over ``valid`` (solid-angle weighted), then tone-mapped with the ground truth's α."""
+    from rendering.envmap import pixel_solid_angles
+
+    weights = pixel_solid_angles(envmap.shape[0])[:, None]
+    scale = metrics.optimal_scale(envmap, truth["envmap"], valid, weights=weights)
+    return metrics.tonemap(scale * envmap, truth["exposure"])
 
 
 def _scores(
@@ -355,7 +459,8 @@ def _scores(
     estimation: Estimation,
     settings: EvaluateSettings,
 ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
-    """Metrics of one method (averaged over its K envmaps) and its sphere renders per envmap."""
+    """Metrics of one method (averaged over its K envmaps) and its sphere renders (under the
+    tone-mapped envmaps) per envmap."""
     from rendering.envmap import pixel_solid_angles
     from rendering.refmap import render_refmaps
     from rendering.spheres import SPHERES, render_spheres, sphere_mask
@@ -365,18 +470,22 @@ def _scores(
     per_envmap, renders = [], []
     for envmap, mirror, z in zip(output.envmaps, output.mirrors, output.materials, strict=True):
         scores: dict[str, float] = {}
-        spheres = render_spheres(envmap, settings.sphere_res, settings.sphere_spp, settings.seed)
+        shown = tonemapped_estimate(envmap, truth, estimation.valid)
+        spheres = render_spheres(shown, settings.sphere_res, settings.sphere_spp, settings.seed)
         renders.append(spheres)
         for name in SPHERES:
             est, gt = spheres[name], truth["spheres"][name]
             scores[f"{name}_rmse"] = metrics.rmse(est, gt, mask)
             scores[f"{name}_si_rmse"] = metrics.si_rmse(est, gt, mask)
-            scores[f"{name}_angular"] = metrics.angular_error(est, gt, mask)
             scores[f"{name}_nrmse"] = metrics.nrmse(est, gt, mask)
+            scores[f"{name}_rel_si_rmse"] = metrics.relative_si_rmse(est, gt, mask)
+            scores[f"{name}_angular"] = metrics.angular_error(est, gt, mask)
         scores["envmap_log_rmse"] = metrics.log_rmse(
             envmap, truth["envmap"], estimation.valid, weights=weights
         )
         scores["refmap_si_rmse"] = metrics.si_rmse(mirror, truth["mirror"], channel_axis=0)
+        scores["refmap_rel_si_rmse"] = metrics.relative_si_rmse(mirror, truth["mirror"], channel_axis=0)
+        scores["refmap_log_lum_rmse"] = metrics.log_luminance_rmse(mirror, truth["mirror"], channel_axis=0)
         scores["material_mae"] = metrics.material_error(z, truth["z"])
         rerendered = render_refmaps(
             envmap, z[None], res=mirror.shape[1], spp=settings.rerender_spp, seed=settings.seed
@@ -394,9 +503,7 @@ def evaluate_sample(
     """Estimate from ``sample`` and score every method; one row (dict) per method:
     ``{"test_set", "key", "method", <metric>: value, …}``. With ``gallery_dir``, also write the
     images the report shows for this sample there (see :func:`write_gallery`)."""
-    from rendering.envmap import resample_envmap
     from rendering.refmap import envmap_to_mirror
-    from rendering.spheres import render_spheres
 
     estimation = estimate_image(
         estimator,
@@ -408,19 +515,22 @@ def evaluate_sample(
     )
     height = estimation.envmaps.shape[1]
     truth = {
-        "spheres": render_spheres(sample.envmap, settings.sphere_res, settings.sphere_spp, settings.seed),
-        "envmap": resample_envmap(sample.envmap, height),
+        **tonemapped_truth(sample.envmap, height, settings),
         "mirror": envmap_to_mirror(sample.envmap, estimation.observed.shape[1]),
         "z": sample.z,
     }
+    source = {
+        "envmap_id": str(sample.info.get("envmap_id", "?")),
+        "envmap_kind": str(sample.info.get("envmap_kind", envmap_kind(sample.info.get("envmap_id", "")))),
+    }
     rows, sphere_renders = [], {}
-    for method, output in method_outputs(estimation, settings.baselines).items():
+    for method, output in method_outputs(estimation, settings.baselines, truth).items():
         scores, renders = _scores(output, truth, estimation, settings)
         sphere_renders[method] = renders[0]
         if method == "drmnet":
             scores["spread"] = metrics.sample_spread(estimation.mirrors, channel_axis=0)
             scores["calibration"] = metrics.calibration(estimation.mirrors, truth["mirror"], channel_axis=0)
-        rows.append({"test_set": sample.test_set, "key": sample.key, "method": method, **scores})
+        rows.append({"test_set": sample.test_set, "key": sample.key, "method": method, **source, **scores})
     if gallery_dir is not None:
         write_gallery(Path(gallery_dir), sample, estimation, truth, sphere_renders, rows, settings)
     return rows
@@ -513,16 +623,19 @@ def write_gallery(
     groups.append({"title": "Material (sphere under its own envmap)", "images": materials})
 
     mask = sphere_mask(settings.sphere_res)
+
+    def display(sphere: np.ndarray) -> np.ndarray:
+        # Rendered under a tone-mapped envmap: already display values in [0, 1].
+        return (np.clip(sphere * mask[..., None], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
     for name in SPHERES:
         images: list = []
-        gt = truth["spheres"][name]
-        exposure = preview_exposure(gt[mask][None])
-        save(f"sphere_{name}_gt.png", tonemap(gt * mask[..., None], exposure), "truth", images)
+        save(f"sphere_{name}_gt.png", display(truth["spheres"][name]), "truth", images)
         for method, renders in sphere_renders.items():
-            shown = aligned(renders[name], gt, mask) * mask[..., None]
             caption = f"{method} (sample 0)" if method == "drmnet" else method
-            save(f"sphere_{name}_{method}.png", tonemap(shown, exposure), caption, images)
-        groups.append({"title": f"{name.replace('_', ' ')} sphere (scale-aligned)", "images": images})
+            save(f"sphere_{name}_{method}.png", display(renders[name]), caption, images)
+        title = f"{name.replace('_', ' ')} sphere (tone-mapped envmaps, as the protocol scores them)"
+        groups.append({"title": title, "images": images})
 
     relit: list = []
     shape = make_shape(*sample.shape)
@@ -544,11 +657,13 @@ def write_gallery(
 
     by_method = {row["method"]: row for row in rows}
     text = [
-        f"material: {sample.material_source}; envmap {sample.info.get('envmap_id', '?')}; "
+        f"material: {sample.material_source}; envmap {sample.info.get('envmap_id', '?')} "
+        f"({sample.info.get('envmap_kind', '?')}); "
         f"view azimuth {np.degrees(sample.info.get('view_azimuth', 0.0)):.0f}°; "
         f"observed {estimation.observed_mask.mean():.0%} of the refmap; "
         f"DRM steps {estimation.steps.tolist()}",
-        "mirror-sphere si-RMSE: " + ", ".join(f"{m} {r['mirror_si_rmse']:.4g}" for m, r in by_method.items()),
+        "mirror-sphere relative si-RMSE (tone-mapped): "
+        + ", ".join(f"{m} {r['mirror_rel_si_rmse']:.3f}" for m, r in by_method.items()),
     ]
     gallery = {"key": sample.key, "test_set": sample.test_set, "text": text, "groups": groups}
     atomic_write_bytes(directory / "gallery.json", (json.dumps(gallery, indent=2) + "\n").encode())
@@ -562,25 +677,56 @@ def _z(z: np.ndarray) -> str:
 # -- summaries and files -------------------------------------------------------------------------
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per-sample rows → ``{test_set: {method: {metric: mean over samples}}}`` (methods in
-    :data:`METHODS` order)."""
-    summary: dict[str, dict[str, dict[str, float]]] = {}
+def summary_groups(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each summary group: every test set, then ``<test set>/<kind>`` per envmap
+    kind among its rows (:data:`KINDS` order, then any other)."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for test_set in dict.fromkeys(row["test_set"] for row in rows):
-        summary[test_set] = {}
+        selected = [r for r in rows if r["test_set"] == test_set]
+        out[test_set] = selected
+        present = dict.fromkeys(r.get("envmap_kind", "user") for r in selected)
+        for kind in sorted(present, key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k)):
+            out[f"{test_set}/{kind}"] = [r for r in selected if r.get("envmap_kind", "user") == kind]
+    return out
+
+
+def group_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """{group: number of test samples} of :func:`summary_groups`."""
+    return {name: len({r["key"] for r in selected}) for name, selected in summary_groups(rows).items()}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-sample rows → ``{group: {method: {metric: mean, <metric>_median: median}}}`` over
+    the group's samples (groups of :func:`summary_groups`, methods in :data:`METHODS` order)."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for group, selected_rows in summary_groups(rows).items():
+        summary[group] = {}
         for method in METHODS:
-            selected = [r for r in rows if r["test_set"] == test_set and r["method"] == method]
+            selected = [r for r in selected_rows if r["method"] == method]
             if not selected:
                 continue
-            names = [k for k in selected[0] if k not in ("test_set", "key", "method")]
-            summary[test_set][method] = {n: float(np.mean([r[n] for r in selected])) for n in names}
+            values: dict[str, float] = {}
+            for name in (k for k in selected[0] if k not in ID_COLUMNS):
+                column = [r[name] for r in selected]
+                values[name] = float(np.mean(column))
+                values[f"{name}_median"] = float(np.median(column))
+            summary[group][method] = values
     return summary
 
 
+def primary_group(summary: dict[str, Any], settings: EvaluateSettings) -> str:
+    """The group whose ``drmnet`` value decides the champion: ``primary_test_set`` when the
+    summary has it (e.g. ``principled/real``), else its test set (``principled``), else the first."""
+    wanted = settings.primary_test_set
+    for group in (wanted, wanted.split("/", 1)[0]):
+        if group in summary:
+            return group
+    return next(iter(summary))
+
+
 def primary_value(summary: dict[str, Any], settings: EvaluateSettings) -> float:
-    """The number that decides the champion: ``primary_metric`` of ``drmnet`` on the primary set."""
-    test_set = settings.primary_test_set if settings.primary_test_set in summary else next(iter(summary))
-    return float(summary[test_set]["drmnet"][settings.primary_metric])
+    """The number that decides the champion: ``primary_metric`` of ``drmnet`` on the primary group."""
+    return float(summary[primary_group(summary, settings)]["drmnet"][settings.primary_metric])
 
 
 def per_sample_csv(rows: list[dict[str, Any]]) -> bytes:

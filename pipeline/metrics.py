@@ -11,6 +11,20 @@ Scale alignment: illumination and albedo trade intensity against each other, so 
 only defined up to a global scale. The "scale-invariant" metrics first multiply the estimate by
 the one scalar that minimises the weighted squared error (closed form, see
 :func:`optimal_scale`); the log-domain metrics subtract the optimal offset of the logs instead.
+``relative_si_rmse`` divides the si-RMSE by the target's RMS, so that every item scores on the
+same footing (0 = perfect, 1 = no better than black) whatever its brightness.
+
+Tone-mapping before the three-sphere protocol (StyleLight's ``TonemapHDR`` with the parameters
+its evaluation uses, as DiffusionLight's evaluation follows it)::
+
+    T(x) = clip(α · x^(1/γ), 0, 1),   γ = 2.4,   α = 0.99 / P99(gt^(1/γ))
+
+P99 is the 99th percentile of the ground-truth envmap's channel values > 0, so the brightest 1 %
+of its values saturate, whatever its absolute units. The estimate is first multiplied by its
+optimal scale against the ground truth (radiance units are arbitrary: see above) and then
+mapped with the ground truth's α (:func:`tonemap_exposure`, :func:`tonemap`): brightness errors
+that remain after the alignment are seen, and no map weighs more than another because it is
+brighter. The spheres are then rendered under the two tone-mapped envmaps.
 """
 
 from __future__ import annotations
@@ -20,6 +34,10 @@ import numpy as np
 # Relative floor for logarithms: ln(x + LOG_FLOOR · mean(x)). Relative to each map's own mean so
 # that multiplying a map by k adds exactly ln k to every log value (exact scale invariance).
 LOG_FLOOR = 1e-3
+LUMINANCE_WEIGHTS = (0.2127, 0.7152, 0.0722)  # Rec. 709, as the DRM normalisation (DESIGN.md §3.4)
+TONEMAP_GAMMA = 2.4  # StyleLight's TonemapHDR(gamma=2.4, percentile=99, max_mapping=0.99)
+TONEMAP_PERCENTILE = 99.0
+TONEMAP_LEVEL = 0.99
 
 
 def _pixels(
@@ -84,6 +102,17 @@ def nrmse(estimate, target, mask=None, *, channel_axis: int = -1, weights=None) 
     return _weighted_rmse(est, tgt, w) / norm if norm > 0 else float("inf")
 
 
+def relative_si_rmse(estimate, target, mask=None, *, channel_axis: int = -1, weights=None) -> float:
+    """:func:`si_rmse` divided by the RMS of the target: 0 = perfect, 1 = as bad as black (the
+    optimal scale of any estimate is never worse than scaling it to 0). Unitless, so a bright
+    map weighs no more in a mean than a dark one."""
+    est, tgt, w = _pair(estimate, target, mask, channel_axis, weights)
+    denominator = float(np.sum(w[:, None] * est * est))
+    scale = float(np.sum(w[:, None] * est * tgt)) / denominator if denominator > 0 else 1.0
+    norm = float(np.sqrt(np.sum(w[:, None] * tgt * tgt) / tgt.shape[1]))
+    return _weighted_rmse(scale * est, tgt, w) / norm if norm > 0 else float("inf")
+
+
 def angular_error(estimate, target, mask=None, *, channel_axis: int = -1, weights=None) -> float:
     """Mean angle in degrees between the RGB vectors of estimate and target, per pixel.
 
@@ -117,6 +146,34 @@ def log_rmse(estimate, target, mask=None, *, channel_axis: int = -1, weights=Non
     difference = est - tgt
     offset = np.sum(w[:, None] * difference) / difference.shape[1]
     return float(np.sqrt(np.sum(w[:, None] * (difference - offset) ** 2) / difference.shape[1]))
+
+
+def log_luminance_rmse(estimate, target, mask=None, *, channel_axis: int = -1, weights=None) -> float:
+    """RMSE of ln(luminance) after the optimal log offset (i.e. the optimal scale), the logs
+    floored like :func:`log_values`: the typical relative error of the brightness pattern,
+    ignoring colour. Multiplying the estimate by any k > 0 leaves it unchanged."""
+    weights_rgb = np.asarray(LUMINANCE_WEIGHTS)
+    lum_est = np.tensordot(np.moveaxis(np.asarray(estimate, np.float64), channel_axis, -1), weights_rgb, 1)
+    lum_tgt = np.tensordot(np.moveaxis(np.asarray(target, np.float64), channel_axis, -1), weights_rgb, 1)
+    return log_rmse(lum_est[..., None], lum_tgt[..., None], mask, weights=weights)
+
+
+def tonemap_exposure(reference: np.ndarray) -> float:
+    """α of the tone-mapping operator (module docstring) for a ground-truth map (…, 3):
+    0.99 / P99 of its values > 0 raised to 1/γ; 1 for an all-black map."""
+    values = np.asarray(reference, np.float64)
+    positive = values[values > 0]
+    if positive.size == 0:
+        return 1.0
+    level = float(np.percentile(positive, TONEMAP_PERCENTILE)) ** (1.0 / TONEMAP_GAMMA)
+    return TONEMAP_LEVEL / level
+
+
+def tonemap(image: np.ndarray, exposure: float) -> np.ndarray:
+    """T(x) = clip(α · max(x, 0)^(1/γ), 0, 1) with α = ``exposure`` (see :func:`tonemap_exposure`);
+    float32 of the same shape."""
+    mapped = exposure * np.maximum(np.asarray(image, np.float64), 0.0) ** (1.0 / TONEMAP_GAMMA)
+    return np.clip(mapped, 0.0, 1.0).astype(np.float32)
 
 
 def material_error(z_estimate: np.ndarray, z_target: np.ndarray) -> float:

@@ -3,7 +3,8 @@ and ``reports/report.md`` (images copied next to it), built from what ``evaluate
 
 Inputs, all under the evaluation directory (see :mod:`pipeline.evaluation`):
 
-- ``metrics.json``: ``{test_set: {method: {metric: mean}}}``;
+- ``metrics.json``: ``{group: {method: {metric: mean, <metric>_median: median}}}``, groups
+  being the test sets and their ``<test set>/<envmap kind>`` parts;
 - ``provenance.json``: git commit, model versions, params, data manifests, counts;
 - ``champion.json``: the registry decision (promoted or not, and why);
 - ``gallery/<test_set>/<key>/gallery.json``: per sample, groups of captioned images (PNG files
@@ -30,11 +31,21 @@ from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 
 SPHERES = ("mirror", "matte_silver", "diffuse")
-SPHERE_METRICS = {"rmse": "RMSE", "si_rmse": "si-RMSE", "angular": "angle °", "nrmse": "nRMSE"}
+SPHERE_METRICS = {
+    "rmse": "RMSE",
+    "si_rmse": "si-RMSE",
+    "nrmse": "nRMSE",
+    "rel_si_rmse": "rel. si-RMSE",
+    "rel_si_rmse_median": "rel. si-RMSE median",
+    "angular": "angle °",
+}
 # Metric → (heading, True when lower is better, None when neither). Order = column order.
 OTHER_METRICS = {
     "envmap_log_rmse": ("envmap log-RMSE", True),
     "refmap_si_rmse": ("mirror refmap si-RMSE", True),
+    "refmap_rel_si_rmse": ("mirror refmap rel. si-RMSE", True),
+    "refmap_rel_si_rmse_median": ("mirror refmap rel. si-RMSE median", True),
+    "refmap_log_lum_rmse": ("mirror refmap log-lum. RMSE", True),
     "material_mae": ("material MAE", True),
     "rerender_nrmse": ("re-render nRMSE", True),
     "spread": ("sample spread", None),
@@ -44,8 +55,19 @@ METHOD_NOTES = {
     "drmnet": "DRMNet, metric averaged over the N stochastic samples",
     "drmnet_mean": "DRMNet, the per-pixel mean of the N samples' envmaps (and mean material)",
     "observed_mirror": "baseline: the observed refmap read as a mirror refmap (holes filled with its mean)",
+    "completed_mirror": "baseline: ObsNet's completion (mean of the N) read as a mirror refmap",
     "constant_mean": "baseline: a constant environment of the observation's mean colour",
+    "oracle": "floor: the true mirror refmap through the same mirror → envmap conversion, true material",
 }
+PROTOCOL_NOTE = (
+    "Lower is better except spread and coverage; the best value of each column is highlighted. "
+    "Sphere metrics are computed on spheres rendered under tone-mapped envmaps (StyleLight's "
+    "operator: clip(α·x^(1/2.4), 0, 1), α putting the truth's 99th percentile at 0.99; the "
+    "estimate scale-aligned to the truth first). si-RMSE: after the optimal global scale; rel. "
+    "si-RMSE: si-RMSE / RMS(truth), per sample; angle: mean per-pixel angle between RGB vectors. "
+    "Tables: means over the samples, medians where said; <test set>/<kind> rows split a test set "
+    "by the kind of envmap (real maps are the test that counts)."
+)
 
 
 def _read_json(path: Path) -> Any:
@@ -176,8 +198,7 @@ def _html(eval_dir: Path, metrics, provenance, champion, galleries) -> str:
         f"<style>{STYLE}</style></head><body>",
         "<h1>drmnet evaluation report</h1>",
         f"<p class=note>Generated {html.escape(generated)} from <code>{html.escape(str(eval_dir))}</code>. "
-        "Lower is better except spread and coverage; the best value of each column is highlighted. "
-        "si-RMSE: after the optimal global scale; angle: mean per-pixel angle between RGB vectors.</p>",
+        f"{html.escape(PROTOCOL_NOTE)}</p>",
         "<h2>Metrics</h2>",
     ]
     if champion:
@@ -230,7 +251,7 @@ def _md_alt(caption: str) -> str:
 
 
 def _markdown(metrics, provenance, champion, galleries, image_dir: str) -> str:
-    parts = ["# drmnet evaluation report", "", "## Metrics", ""]
+    parts = ["# drmnet evaluation report", "", "## Metrics", "", PROTOCOL_NOTE, ""]
     if champion:
         parts += [f"**Registry:** {champion.get('decision', '')}", ""]
     for test_set, tables in _metric_tables(metrics):

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from test_estimate import RES, save_tiny_models
 
+from pipeline.evaluation import METHODS
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -68,6 +70,49 @@ def test_baselines_of_a_fully_observed_mirror_are_exact():
     assert metrics.si_rmse(outputs["observed_mirror"].mirrors[0], mirror, channel_axis=0) < 1e-6
     constant = outputs["constant_mean"].envmaps[0]
     np.testing.assert_allclose(constant, np.broadcast_to(mirror.mean(axis=(1, 2)), constant.shape), rtol=1e-6)
+
+
+def test_the_protocol_tone_maps_an_estimate_at_the_truths_exposure_after_scale_alignment():
+    """An estimate that is the truth in other units renders exactly the truth's spheres; one that
+    is too dark in part of the map stays too dark after the mapping."""
+    from test_estimate import studio_envmap
+
+    from pipeline import metrics
+    from pipeline.evaluation import EvaluateSettings, tonemapped_estimate, tonemapped_truth
+
+    envmap = studio_envmap(16)
+    settings = EvaluateSettings(sphere_res=16, sphere_spp=4)
+    truth = tonemapped_truth(envmap, 16, settings)
+    assert truth["exposure"] == pytest.approx(metrics.tonemap_exposure(envmap))
+    np.testing.assert_allclose(
+        tonemapped_estimate(7.0 * envmap, truth), metrics.tonemap(envmap, truth["exposure"]), atol=1e-6
+    )
+    darker = envmap.copy()
+    darker[:, :16] *= 0.25
+    shown = tonemapped_estimate(darker, truth)
+    assert (
+        shown.max() <= 1.0
+        and shown[:, :16].mean() < metrics.tonemap(envmap, truth["exposure"])[:, :16].mean()
+    )
+
+
+def test_summary_has_means_medians_and_a_group_per_envmap_kind():
+    from pipeline.evaluation import EvaluateSettings, group_counts, primary_group, summarize
+
+    def row(key, kind, value):
+        return {"test_set": "principled", "key": key, "method": "drmnet", "envmap_id": f"{kind}-{key}",
+                "envmap_kind": kind, "mirror_rel_si_rmse": value}  # fmt: skip
+
+    rows = [row("a", "sky", 0.1), row("b", "sky", 0.2), row("c", "sky", 0.9), row("d", "real", 0.4)]
+    summary = summarize(rows)
+    assert list(summary) == ["principled", "principled/real", "principled/sky"]
+    drmnet = summary["principled/sky"]["drmnet"]
+    assert drmnet["mirror_rel_si_rmse"] == pytest.approx(0.4) and drmnet["mirror_rel_si_rmse_median"] == 0.2
+    assert summary["principled"]["drmnet"]["mirror_rel_si_rmse_median"] == pytest.approx(0.3)
+    assert group_counts(rows) == {"principled": 4, "principled/real": 1, "principled/sky": 3}
+    settings = EvaluateSettings()  # primary group principled/real when there are real maps …
+    assert primary_group(summary, settings) == "principled/real"
+    assert primary_group(summarize(rows[:3]), settings) == "principled"  # … else the whole test set
 
 
 def test_relight_renders_an_object_with_a_new_material(tmp_path, monkeypatch, capsys):
@@ -153,23 +198,44 @@ def evaluated(tmp_path_factory, one_torch_thread):
 def test_evaluation_writes_metrics_for_every_method_and_test_set(evaluated):
     out = evaluated["runs"][0]["out"]
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary) == {"principled", "measured"}
+    # The test envmaps are all studio maps: each test set and its one kind.
+    assert set(summary) == {"principled", "principled/studio", "measured", "measured/studio"}
     for methods in summary.values():
-        assert set(methods) == {"drmnet", "drmnet_mean", "observed_mirror", "constant_mean"}
+        assert tuple(methods) == METHODS
         for method, values in methods.items():
             assert all(math.isfinite(v) for v in values.values()), method
             for sphere in ("mirror", "matte_silver", "diffuse"):
                 assert values[f"{sphere}_si_rmse"] <= values[f"{sphere}_rmse"] + 1e-9
+                assert 0.0 <= values[f"{sphere}_rel_si_rmse"] <= 1.0 + 1e-9
                 assert 0.0 <= values[f"{sphere}_angular"] <= 180.0
+                assert f"{sphere}_rel_si_rmse_median" in values
         assert 0.0 <= methods["drmnet"]["calibration"] <= 1.0 and methods["drmnet"]["spread"] >= 0.0
     with open(out / "per_sample.csv") as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == 2 * 4  # one principled + one measured sample, four methods
+    assert len(rows) == 2 * len(METHODS)  # one principled + one measured sample, every method
+    assert {row["envmap_kind"] for row in rows} == {"studio"}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["models"]["drmnet"]["version"] == evaluated["runs"][0]["version"]
     assert provenance["data"]["measured"]["source"].startswith("rendered")
     gallery = sorted(p.parent.name for p in (out / "gallery").glob("*/*/gallery.json"))
     assert len(gallery) == 2
+    assert provenance["counts"]["principled/studio"] == 1
+
+
+def test_the_oracle_scores_the_floor_of_every_method(evaluated):
+    """The true mirror refmap through the same conversion is at least as good as every method
+    on every sample, on the error measures that the conversion alone limits."""
+    with open(evaluated["runs"][0]["out"] / "per_sample.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    floors = ["refmap_rel_si_rmse", "refmap_log_lum_rmse", "envmap_log_rmse", "material_mae"]
+    floors += [f"{sphere}_rel_si_rmse" for sphere in ("mirror", "matte_silver", "diffuse")]
+    for key in {row["key"] for row in rows}:
+        by_method = {row["method"]: row for row in rows if row["key"] == key}
+        oracle = by_method.pop("oracle")
+        assert float(oracle["refmap_rel_si_rmse"]) == 0.0 and float(oracle["material_mae"]) == 0.0
+        for method, row in by_method.items():
+            for metric in floors:
+                assert float(oracle[metric]) <= float(row[metric]) + 1e-9, (key, method, metric)
 
 
 def test_metrics_are_logged_and_champion_follows_the_primary_metric(evaluated):
@@ -179,8 +245,10 @@ def test_metrics_are_logged_and_champion_follows_the_primary_metric(evaluated):
     first, second = evaluated["runs"]
     decision_1 = json.loads((first["out"] / "champion.json").read_text())
     assert decision_1["promoted"] and decision_1["previous"] is None
-    value_1 = first["summary"]["principled"]["drmnet"]["mirror_si_rmse"]
-    value_2 = second["summary"]["principled"]["drmnet"]["mirror_si_rmse"]
+    # No real maps in the test split: the primary group falls back to the whole principled set.
+    value_1 = first["summary"]["principled"]["drmnet"]["mirror_rel_si_rmse"]
+    value_2 = second["summary"]["principled"]["drmnet"]["mirror_rel_si_rmse"]
+    assert decision_1["metric"] == "mirror_rel_si_rmse"
     decision_2 = json.loads((second["out"] / "champion.json").read_text())
     assert decision_2["promoted"] == (value_2 < value_1)
     champion = client.get_model_version_by_alias("drmnet", "champion").version
@@ -188,7 +256,8 @@ def test_metrics_are_logged_and_champion_follows_the_primary_metric(evaluated):
     assert str(client.get_model_version_by_alias("obsnet", "champion").version) == "1"  # the pair evaluated
 
     run = client.get_run(client.get_model_version("drmnet", first["version"]).run_id)
-    assert run.data.metrics["eval.principled.drmnet.mirror_si_rmse"] == pytest.approx(value_1)
+    assert run.data.metrics["eval.principled.drmnet.mirror_rel_si_rmse"] == pytest.approx(value_1)
+    assert "eval.principled/studio.oracle.mirror_rel_si_rmse_median" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/per_sample.csv"} <= artifacts
 

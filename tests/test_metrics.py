@@ -30,6 +30,42 @@ def test_si_rmse_ignores_a_global_scale_and_finds_the_optimal_one(rng):
     assert metrics.si_rmse(3.0 * noisy, target) == pytest.approx(best)
 
 
+def test_relative_si_rmse_is_the_si_rmse_over_the_rms_of_the_target():
+    target = np.ones((1, 2, 3))
+    estimate = np.array([[[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]])
+    # Optimal scale Σe·t / Σe² = 3 / 3 = 1; squared errors 0 and 1 on 3 + 3 values; RMS(target) 1.
+    assert metrics.si_rmse(estimate, target) == pytest.approx(np.sqrt(0.5))
+    assert metrics.relative_si_rmse(estimate, target) == pytest.approx(np.sqrt(0.5))
+    # Unitless: a map 10× brighter with an estimate in other units scores the same …
+    assert metrics.relative_si_rmse(3.0 * estimate, 10.0 * target) == pytest.approx(np.sqrt(0.5))
+    # … and black is the worst an estimate can do after its optimal scale.
+    assert metrics.relative_si_rmse(np.zeros_like(target), target) == pytest.approx(1.0)
+
+
+def test_log_luminance_rmse_ignores_colour_and_scale(rng):
+    target = rng.uniform(0.5, 50.0, size=(3, 4, 8))
+    luminance = np.tensordot(metrics.LUMINANCE_WEIGHTS, target, 1)
+    green = np.zeros_like(target)
+    green[1] = luminance / metrics.LUMINANCE_WEIGHTS[1]  # another colour, the same luminance
+    assert metrics.log_luminance_rmse(5.0 * green, target, channel_axis=0) == pytest.approx(0.0, abs=1e-9)
+    brighter = target.copy()
+    brighter[:, :, :4] *= 2.0  # half the pixels ln 2 brighter: RMSE ln(2)/2 once the offset is removed
+    assert metrics.log_luminance_rmse(brighter, target, channel_axis=0) == pytest.approx(
+        np.log(2) / 2, rel=1e-2
+    )
+
+
+def test_tonemap_puts_the_truths_99th_percentile_at_0_99_after_gamma_2_4():
+    truth = np.full((10, 20, 3), 4.0)
+    truth[0, 0] = 1e4  # one sun pixel among 200: above the percentile, it saturates
+    alpha = metrics.tonemap_exposure(truth)
+    assert alpha == pytest.approx(0.99 / 4.0 ** (1 / 2.4))
+    mapped = metrics.tonemap(truth, alpha)
+    assert mapped[1, 1, 0] == pytest.approx(0.99) and mapped[0, 0, 0] == 1.0
+    assert metrics.tonemap(np.array([1.0, 0.0, -1.0]), alpha) == pytest.approx([alpha, 0.0, 0.0])
+    assert metrics.tonemap_exposure(np.zeros((2, 4, 3))) == 1.0
+
+
 def test_angular_error_of_parallel_orthogonal_and_black_vectors():
     target = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]])
     parallel = np.array([[[5.0, 0.0, 0.0], [0.0, 0.2, 0.0], [2.0, 2.0, 2.0]]])

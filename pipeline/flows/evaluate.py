@@ -11,7 +11,10 @@ Prefect task):
    versions, params, data manifests);
 4. when the model is a registered version: log the metrics and files to that version's run,
    and move the alias ``champion`` to it if it beats the current champion on the primary metric
-   (lower is better; the first evaluated version becomes champion). A champion whose recorded
+   (``primary_metric`` of ``drmnet`` in the summary group ``primary_test_set``, e.g. the mean
+   relative si-RMSE of the tone-mapped mirror sphere on the real maps, falling back to the whole
+   test set when it has no real maps; lower is better; the first evaluated version becomes
+   champion). A champion whose recorded
    value came from other test data or settings is re-evaluated on this data first, so the two
    numbers compared always come from the same samples. The decision goes to ``champion.json``.
 
@@ -35,6 +38,7 @@ from pipeline.evaluation import (
     EvaluateSettings,
     TestSample,
     evaluate_sample,
+    group_counts,
     load_test_sets,
     primary_value,
     settings_record,
@@ -262,7 +266,7 @@ def run_evaluation(
         "git_commit": git_commit() or "unknown",
         "models": {"drmnet": model_record(model, version), "obsnet": model_record(obsnet)},
         "data": data,
-        "counts": {name: len(samples) for name, samples in test_sets.items()},
+        "counts": group_counts(rows),
         "params": {
             "profile": params.get("profile"),
             "evaluate": settings_record(settings),
@@ -277,7 +281,8 @@ def run_evaluation(
         "decision": f"{model} is not a registered model version: the registry was left as it was",
     }
     if version is not None:
-        primary_set = test_sets.get(settings.primary_test_set) or next(iter(test_sets.values()))
+        primary_test_set = settings.primary_test_set.split("/", 1)[0]
+        primary_set = test_sets.get(primary_test_set) or next(iter(test_sets.values()))
 
         def evaluate_champion(uri: str) -> float:
             champion_rows = evaluate_test_set(load_estimator(uri, obsnet), primary_set, settings, None)
