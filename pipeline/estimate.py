@@ -52,6 +52,7 @@ class EstimateSettings:
     envmap_height: int = 64  # height H of the envmaps written (H, 2H)
     sphere_res: int = 64  # side of the material-sphere previews
     sphere_spp: int = 64  # samples per pixel of the material-sphere renders
+    erode: int = 1  # 3×3 erosions of the object mask's boundary before binning (rendering/observation.py)
 
     @classmethod
     def from_params(cls, section: dict[str, Any] | None) -> EstimateSettings:
@@ -193,12 +194,16 @@ def estimate_image(
     settings: EstimateSettings = EstimateSettings(),
     sources: tuple[object, object, object] = ("image", "normals", "mask"),
     progress: bool = False,
+    repair: bool = False,
 ) -> Estimation:
     """An object image (H, W, 3) with its camera-frame normals (H, W, 3) and mask (H, W) bool →
-    :class:`Estimation`. The checks of :func:`rendering.observation.image_to_refmap` apply."""
+    :class:`Estimation`. The checks and repairs of :func:`rendering.observation.image_to_refmap`
+    apply (``settings.erode``; ``repair``: fill NaN/Inf pixels inside the mask instead of refusing)."""
     from rendering.observation import image_to_refmap
 
-    observed, observed_mask = image_to_refmap(image, normals, mask, res=estimator.resolution, sources=sources)
+    observed, observed_mask = image_to_refmap(
+        image, normals, mask, res=estimator.resolution, erode=settings.erode, sources=sources, repair=repair
+    )
     return estimate_refmap(estimator, observed, observed_mask, settings, progress)
 
 
@@ -209,9 +214,10 @@ def estimate_files(
     mask_path: str | os.PathLike | None = None,
     settings: EstimateSettings = EstimateSettings(),
     progress: bool = False,
+    repair: bool = False,
 ) -> tuple[Estimation, np.ndarray, np.ndarray]:
-    """Read the observation files (checked, errors name the file) and estimate.
-    Returns (estimation, image (H, W, 3), mask (H, W))."""
+    """Read the observation files (checked, warnings and errors name the file) and estimate;
+    ``repair`` as in :func:`estimate_image`. Returns (estimation, image (H, W, 3), mask (H, W))."""
     from rendering.observation import load_observation_files
 
     image_path = Path(image_path)
@@ -223,7 +229,8 @@ def estimate_files(
         )
     image, normals, mask = load_observation_files(image_path, normals_path, mask_path)
     sources = (image_path, normals_path, mask_path if mask_path is not None else f"{normals_path} (mask)")
-    return estimate_image(estimator, image, normals, mask, settings, sources, progress), image, mask
+    estimation = estimate_image(estimator, image, normals, mask, settings, sources, progress, repair)
+    return estimation, image, mask
 
 
 def material_sphere(

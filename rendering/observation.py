@@ -12,14 +12,36 @@ Each refmap pixel (bin) holds the per-channel MEDIAN of the image pixels whose n
 and ``observed`` is False there. The conversion assumes an orthographic view (the view direction
 is +z at every pixel), as the refmap itself does.
 
-Checks (InputError naming the array or the file): shapes must agree; normals inside the mask must
-be finite and unit length within ``NORMAL_TOLERANCE`` (| ‖n‖ − 1 | ≤ 0.01); the image must be
-finite; the mask must keep at least ``MIN_OBSERVED_FRACTION`` of the R² bins after erosion.
-Linear HDR is required: an 8-bit image passed as an array is refused (its encoding is unknown); an
-8-bit/16-bit PNG *file* is accepted by :func:`load_observation_files` with a warning and decoded
-with the sRGB transfer curve (clipped highlights then make the observation unreliable); a float
-image whose values are all multiples of 1/255 in [0, 1] is a display image saved as HDR and is
-refused.
+Normal maps as other tools write them (the paper's own sample, a 256² bunny, among them) are not
+clean unit vectors: an anti-aliased silhouette averages the normal with the zero background (short
+normals, down to ~0), holes read as zero normals, and noisy estimates face away from the camera.
+Like the paper's reference code (which keeps mask ∧ ‖n‖ > 0.5 and erodes its boundary), the pixels
+used are chosen in this order:
+
+1. **near-zero normals** — ‖n‖ < ``MIN_NORMAL_LENGTH`` (0.5): the pixel leaves the mask;
+2. **boundary** — the rest of the mask is eroded ``erode`` times with a 3×3 square (default
+   ``DEFAULT_ERODE`` = 1 pixel; ``estimate.erode`` / ``--erode``): silhouette pixels mix object and
+   background, and their normals are the least reliable;
+3. **facing away** — n_z ≤ 0 in the camera frame (x right, y up, z toward the viewer): not seen
+   from the camera, the pixel leaves the mask;
+4. every other normal is **renormalised** to unit length.
+
+When a rule removes a pixel or a normal's length is off by more than ``NORMAL_TOLERANCE`` (0.01),
+ONE warning names the normals file and gives the count of each rule. Refused (InputError naming the
+file and the problem) is only what cannot be a normal map of the masked object: NaN/Inf normals
+inside the mask, a shape that does not match the image, or more than ``MAX_INVALID_FRACTION``
+(50 %) of the mask removed by rules 1 and 3 (a normal map in another frame, a mask of another
+image). The mask must keep at least ``MIN_OBSERVED_FRACTION`` of the R² bins.
+
+The image follows the project's HDR input policy (:func:`rendering.radiance.clean_radiance`),
+applied within the mask (pixels outside it are set to 0 first: they are never binned): negative
+pixels are clamped or redistributed with one warning, NaN/Inf inside the mask are an error unless
+``repair`` (``--repair``) fills them with their neighbours' mean, and an image whose negative
+energy is too large to be radiance is refused. Linear HDR is required: an 8-bit image passed as an
+array is refused (its encoding is unknown); an 8-bit/16-bit PNG *file* is accepted by
+:func:`load_observation_files` with a warning and decoded with the sRGB transfer curve (clipped
+highlights then make the observation unreliable); a float image whose values are all multiples of
+1/255 in [0, 1] is a display image saved as HDR and is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +54,10 @@ import numpy as np
 
 from rendering.errors import InputError
 
-NORMAL_TOLERANCE = 0.01  # allowed | ‖n‖ − 1 | for a normal inside the mask
+NORMAL_TOLERANCE = 0.01  # | ‖n‖ − 1 | beyond this is reported when the normal is renormalised
+MIN_NORMAL_LENGTH = 0.5  # shorter normals (anti-aliased edges, holes) leave the mask
+MAX_INVALID_FRACTION = 0.5  # more of the mask with near-zero or back-facing normals is refused
+DEFAULT_ERODE = 1  # 3×3 erosions of the mask's boundary before binning
 MIN_OBSERVED_FRACTION = 0.01  # fewer observed bins than this fraction of R² is refused
 MIN_OBSERVED_BINS = 4
 
@@ -84,7 +109,10 @@ def _segment_medians(bins: np.ndarray, values: np.ndarray, n_bins: int) -> tuple
     return medians, counts
 
 
-def _check_image(image: np.ndarray, mask: np.ndarray, source: object) -> np.ndarray:
+def _check_image(image: np.ndarray, mask: np.ndarray, source: object, repair: bool = False) -> np.ndarray:
+    """The image within the mask under the HDR input policy (module docstring); 0 outside the mask."""
+    from rendering.radiance import clean_radiance
+
     if image.dtype == np.uint8 or image.dtype == np.uint16:
         raise InputError(
             source,
@@ -92,11 +120,10 @@ def _check_image(image: np.ndarray, mask: np.ndarray, source: object) -> np.ndar
             "HDR radiance (float). Convert it to linear float first (or pass the PNG file to "
             "load_observation_files, which decodes sRGB with a warning)",
         )
-    image = image.astype(np.float32, copy=False)
+    # Pixels outside the mask are never binned: whatever they hold (background, NaN) does not matter.
+    within = np.where(mask[:, :, None], image.astype(np.float32, copy=False), np.float32(0.0))
+    image, _ = clean_radiance(within, source, repair_nonfinite=repair)
     inside = image[mask]
-    bad = int((~np.isfinite(inside)).sum())
-    if bad:
-        raise InputError(source, f"has {bad} NaN/Inf values inside the mask; the image must be finite")
     if inside.size and float(inside.max()) <= 1.0 and float(inside.min()) >= 0.0:
         scaled = inside * 255.0
         distinct = np.unique(inside).size
@@ -107,28 +134,53 @@ def _check_image(image: np.ndarray, mask: np.ndarray, source: object) -> np.ndar
                 "which cannot be linear radiance (gamma-encoded, highlights clipped); use the camera's "
                 "linear HDR output",
             )
-    negative = int((inside < 0).sum())
-    if negative:
-        warnings.warn(f"{source}: {negative} negative values inside the mask were clipped to 0", stacklevel=3)
     return image
 
 
-def _check_normals(normals: np.ndarray, mask: np.ndarray, source: object) -> np.ndarray:
-    normals = normals.astype(np.float32, copy=False)
+def select_normals(
+    normals: np.ndarray, mask: np.ndarray, erode: int = DEFAULT_ERODE, source: object = "normals"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels an observation uses and their unit normals, by the rules of the module docstring.
+
+    normals (H, W, 3) camera-frame, any length; mask (H, W) bool. Returns (unit normals (H, W, 3)
+    float32, 0 where ``used`` is False; used (H, W) bool). Warns once (naming ``source``) when a
+    rule removed a pixel or a normal was renormalised; raises InputError for NaN/Inf normals inside
+    the mask and for a mask left mostly invalid.
+    """
     inside = normals[mask]
     nonfinite = ~np.isfinite(inside).all(axis=1)
     if nonfinite.any():
         raise InputError(source, f"has {int(nonfinite.sum())} NaN/Inf normals inside the mask")
-    length = np.linalg.norm(inside.astype(np.float64), axis=1)
-    off = np.abs(length - 1.0) > NORMAL_TOLERANCE
-    if off.any():
-        worst = float(length[off][np.argmax(np.abs(length[off] - 1.0))])
+    # Outside the mask a normal map may hold anything (0, NaN): it is never read.
+    normals = np.where(mask[:, :, None], normals, 0.0).astype(np.float64)
+    length = np.linalg.norm(normals, axis=2)
+    short = mask & (length < MIN_NORMAL_LENGTH)
+    unit = normals / np.where(short | ~mask, 1.0, length)[:, :, None]
+    interior = erode_mask(mask & ~short, erode)
+    away = interior & (unit[:, :, 2] <= 0.0)
+    used = interior & ~away
+    total = int(mask.sum())
+    n_short, n_away = int(short.sum()), int(away.sum())
+    if n_short + n_away > MAX_INVALID_FRACTION * total:
         raise InputError(
             source,
-            f"has {int(off.sum())} non-unit normals inside the mask (e.g. length {worst:.4g}; "
-            f"tolerance ±{NORMAL_TOLERANCE}); normals must be unit camera-frame vectors",
+            f"{n_short + n_away} of the {total} mask pixels have no usable normal ({n_short} near zero, "
+            f"‖n‖ < {MIN_NORMAL_LENGTH}; {n_away} facing away from the camera, n_z ≤ 0): over "
+            f"{MAX_INVALID_FRACTION:.0%}, so this is not a normal map of the masked object. Normals must be "
+            "camera-frame vectors (x right, y up, z toward the viewer) of the image's object",
         )
-    return normals
+    renormalised = used & (np.abs(length - 1.0) > NORMAL_TOLERANCE)
+    if n_short or n_away or renormalised.any():
+        eroded = int((mask & ~short).sum() - interior.sum())
+        lengths = length[renormalised]
+        span = f" (lengths {lengths.min():.3g}–{lengths.max():.3g})" if lengths.size else ""
+        warnings.warn(
+            f"{source}: of {total} mask pixels, left out {n_short} with a near-zero normal "
+            f"(‖n‖ < {MIN_NORMAL_LENGTH}), {eroded} on the boundary (eroded {erode}×) and {n_away} facing "
+            f"away from the camera (n_z ≤ 0); renormalised {int(renormalised.sum())} normals{span}",
+            stacklevel=3,
+        )
+    return np.where(used[:, :, None], unit, 0.0).astype(np.float32), used
 
 
 def image_to_refmap(
@@ -136,16 +188,18 @@ def image_to_refmap(
     normals: np.ndarray,
     mask: np.ndarray,
     res: int = 128,
-    erode: int = 1,
+    erode: int = DEFAULT_ERODE,
     sources: tuple[object, object, object] = ("image", "normals", "mask"),
+    repair: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bin an object image by its normals into an observed refmap.
 
-    image (H, W, 3) linear HDR; normals (H, W, 3) unit camera-frame normals (x right, y up, z toward
-    the viewer); mask (H, W) bool. ``erode`` 3×3 erosions of the mask drop the silhouette pixels,
-    whose colour mixes object and background and whose normals are the least reliable. Pixels whose
-    normal faces away from the camera (n_z ≤ 0) are ignored. ``sources`` names the three inputs in
-    error messages (file paths when called from files).
+    image (H, W, 3) linear HDR; normals (H, W, 3) camera-frame normals (x right, y up, z toward the
+    viewer); mask (H, W) bool. The pixels binned are chosen by :func:`select_normals` (``erode``
+    3×3 erosions of the boundary; near-zero and back-facing normals left out, the rest
+    renormalised); the image follows the HDR input policy within the mask (``repair``: fill NaN/Inf
+    pixels instead of refusing them). ``sources`` names the three inputs in warnings and error
+    messages (file paths when called from files).
 
     Returns (refmap (3, R, R) float32, observed (R, R) bool); unobserved bins are 0.
     """
@@ -163,17 +217,17 @@ def image_to_refmap(
         raise InputError(mask_src, f"must be a boolean array, got {mask.dtype}")
     if not mask.any():
         raise InputError(mask_src, "is empty: no object pixel to observe")
-    image = _check_image(image, mask, image_src)
-    normals = _check_normals(normals, mask, normals_src)
-
-    keep = erode_mask(mask, erode) & (normals[:, :, 2] > 0)
+    image = _check_image(image, mask, image_src, repair)
+    normals, keep = select_normals(normals, mask, erode, normals_src)
     if not keep.any():
         raise InputError(
-            mask_src, f"no pixel is left after eroding the mask {erode}× and dropping normals facing away"
+            mask_src,
+            f"no pixel is left after dropping near-zero normals, eroding the mask {erode}× and dropping "
+            "normals facing away",
         )
     row, col = normal_to_bin(normals[keep], res)
     bins = row * res + col
-    values = np.maximum(image[keep].astype(np.float64), 0.0)
+    values = image[keep].astype(np.float64)
     refmap = np.zeros((3, res * res), dtype=np.float32)
     for channel in range(3):
         medians, counts = _segment_medians(bins, values[:, channel], res * res)
@@ -195,7 +249,10 @@ def _srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
 
 def read_observation_image(path: str | os.PathLike) -> np.ndarray:
     """Read the object image: .exr/.hdr as linear float (H, W, 3); an 8/16-bit PNG is decoded from
-    sRGB to linear with an :class:`LDRImageWarning` (clipped highlights lose the light's strength)."""
+    sRGB to linear with an :class:`LDRImageWarning` (clipped highlights lose the light's strength).
+
+    Values come back as stored (negatives, NaN/Inf included): the HDR input policy needs the mask,
+    so :func:`image_to_refmap` applies it to the pixels inside it."""
     from rendering.hdrio import HDR_SUFFIXES, read_hdr
     from rendering.variant import ensure_variant
 
@@ -227,7 +284,8 @@ def read_observation_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_normals(path: str | os.PathLike) -> np.ndarray:
-    """Read a normal map saved with ``numpy.save``: float (H, W, 3), unit camera-frame vectors."""
+    """Read a normal map saved with ``numpy.save``: float (H, W, 3), camera-frame vectors (their
+    lengths are checked and repaired by :func:`select_normals`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
@@ -282,9 +340,11 @@ def files_to_refmap(
     normals_path: str | os.PathLike,
     mask_path: str | os.PathLike | None = None,
     res: int = 128,
-    erode: int = 1,
+    erode: int = DEFAULT_ERODE,
+    repair: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`load_observation_files` then :func:`image_to_refmap`, errors naming the files."""
+    """:func:`load_observation_files` then :func:`image_to_refmap`, warnings and errors naming the
+    files."""
     image, normals, mask = load_observation_files(image_path, normals_path, mask_path)
     sources = (image_path, normals_path, mask_path if mask_path is not None else f"{normals_path} (mask)")
-    return image_to_refmap(image, normals, mask, res=res, erode=erode, sources=sources)
+    return image_to_refmap(image, normals, mask, res=res, erode=erode, sources=sources, repair=repair)

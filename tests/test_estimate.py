@@ -135,7 +135,7 @@ def _bad_inputs(root: Path, obj) -> dict[str, tuple[list, str]]:
     nan_image = obj.image.copy()
     nan_image[obj.mask.nonzero()[0][0], obj.mask.nonzero()[1][0]] = np.nan
     write_exr(bad / "nan.exr", nan_image)
-    np.save(bad / "long_normals.npy", obj.normals * 1.5)
+    np.save(bad / "inward_normals.npy", -obj.normals)  # pointing into the object: all face away
     write_png(bad / "empty_mask.png", np.zeros(obj.mask.shape, np.uint8))
     tiny = np.zeros(obj.mask.shape, np.uint8)
     tiny[18:22, 18:22] = 255  # a few pixels survive the erosion: too few refmap bins
@@ -144,7 +144,7 @@ def _bad_inputs(root: Path, obj) -> dict[str, tuple[list, str]]:
     return {
         "shapes differ": ([bad / "small.exr", good_normals], "does not match"),
         "NaN pixels": ([bad / "nan.exr", good_normals], "NaN"),
-        "non-unit normals": ([good_image, bad / "long_normals.npy"], "non-unit normals"),
+        "normals facing away": ([good_image, bad / "inward_normals.npy"], "facing away"),
         "empty mask": ([good_image, good_normals, bad / "empty_mask.png"], "empty"),
         "tiny mask": ([good_image, good_normals, bad / "tiny_mask.png"], "too small"),
         "LDR PNG image": ([bad / "ldr.png", good_normals], "LDR"),
@@ -199,3 +199,60 @@ def test_a_model_that_does_not_exist_is_named(workspace, monkeypatch, capsys):
     args = ["estimate", obj_dir / "image.exr", obj_dir / "normals.npy", "--out", workspace["root"] / "x"]
     code, output = run_cli([*args, "--model", missing, "--obsnet", "none"], monkeypatch, capsys)
     assert code == 2 and "no_such_model" in output, output
+
+
+def test_a_capture_like_object_is_estimated_with_one_warning(workspace, monkeypatch, capsys):
+    """Inputs as other tools write them (the paper's own sample is one): an anti-aliased edge with
+    short normals, zero normals inside the mask, 0.9-long normals, a few facing away, a NaN pixel
+    inside the mask. `drmnet estimate --erode 2 --repair` uses them with a warning per file, and
+    the observation it bins matches the clean object's on the well-observed bins."""
+    from capture_like import capture_like, interior_bins
+
+    from rendering.hdrio import read_hdr, write_exr, write_png
+    from rendering.observation import image_to_refmap
+
+    case = capture_like()
+    directory = workspace["root"] / "capture"
+    directory.mkdir()
+    image = case.captured.image.copy()
+    image[64, 64] = np.nan  # a dead pixel inside the mask
+    write_exr(directory / "image.exr", image)
+    np.save(directory / "normal.npy", case.captured.normals)
+    write_png(directory / "mask.png", np.where(case.captured.mask, 255, 0).astype(np.uint8))
+    files = [directory / "image.exr", directory / "normal.npy", directory / "mask.png"]
+    models = ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"], "--samples", 1, "--res", 8]
+    out = workspace["root"] / "capture_out"
+
+    code, output = run_cli(["estimate", *files, "--out", out, *models], monkeypatch, capsys)
+    assert code == 2 and "image.exr: has 3 NaN" in output and "--repair" in output, output
+
+    with pytest.warns(UserWarning) as caught:
+        code, output = run_cli(
+            ["estimate", *files, "--out", out, *models, "--erode", 2, "--repair"], monkeypatch, capsys
+        )
+    assert code == 0, output
+    messages = [str(w.message) for w in caught]
+    normal_lines = [m for m in messages if m.startswith(f"{files[1]}: ")]
+    assert len(normal_lines) == 1, messages
+    assert f"left out {case.near_zero} with a near-zero normal" in normal_lines[0]
+    assert "(eroded 2×)" in normal_lines[0]
+    assert f"and {case.facing_away} facing away" in normal_lines[0]
+    assert any(m.startswith(f"{files[0]}: filled 3 NaN/Inf values") for m in messages), messages
+    summary = json.loads((out / "estimate.json").read_text())
+    assert summary["settings"]["erode"] == 2 and summary["inputs"]["repair"] is True
+
+    observed = read_hdr(out / "observed.exr").transpose(2, 0, 1)
+    clean = case.clean
+    expected, seen = image_to_refmap(clean.image, clean.normals, clean.mask, res=RES, erode=2)
+    compared = seen & (observed > 0).all(axis=0) & interior_bins(RES)
+    assert compared.sum() >= 0.9 * (seen & interior_bins(RES)).sum()
+    relative = np.abs(observed - expected)[:, compared] / expected[:, compared]
+    # A bin that lost the pixels eroded around a hole keeps a median from within the bin.
+    assert np.percentile(relative, 90) < 0.01 and relative.max() < 0.15
+
+
+def test_erode_must_not_be_negative(workspace, monkeypatch, capsys):
+    obj_dir = workspace["object"]
+    args = ["estimate", obj_dir / "image.exr", obj_dir / "normals.npy", "--out", workspace["root"] / "e"]
+    code, output = run_cli([*args, "--erode", -1, "--model", workspace["drmnet"]], monkeypatch, capsys)
+    assert code == 2 and "--erode: must be ≥ 0" in output, output

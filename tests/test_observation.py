@@ -1,17 +1,24 @@
 """Image → observed refmap: a rendered sphere converts back to its refmap, partial views observe
-exactly their part of the normal sphere, and bad inputs are refused with a clear message."""
+exactly their part of the normal sphere, inputs as other tools write them (anti-aliased edges,
+short or zero normals, negative pixels) are repaired with one warning, and what cannot be an
+observation is refused with a clear message."""
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
+from capture_like import capture_like, interior_bins
 
 from rendering.envmap import pixel_directions
 from rendering.errors import InputError
 from rendering.objects import ObjectRenderer, save_object
 from rendering.observation import (
-    NORMAL_TOLERANCE,
+    MIN_NORMAL_LENGTH,
     LDRImageWarning,
+    erode_mask,
     files_to_refmap,
     image_to_refmap,
     load_observation_files,
@@ -106,10 +113,120 @@ def test_half_a_sphere_observes_exactly_half_the_refmap(sphere_renderer):
 
 def test_normals_facing_away_are_ignored():
     image, normals, mask = _good_observation()
-    normals[:, :16, 2] *= -1  # the left half seen from behind: not a valid observation
-    image[:, :16] = 100.0
-    refmap, observed = image_to_refmap(image, normals, mask, res=8, erode=0)
+    normals[:, :10, 2] *= -1  # a strip seen from behind: not a valid observation
+    image[:, :10] = 100.0
+    away = int((mask[:, :10] & (normals[:, :10, 2] < 0)).sum())
+    with pytest.warns(UserWarning, match=f"and {away} facing away from the camera"):
+        refmap, observed = image_to_refmap(image, normals, mask, res=8, erode=0)
     assert observed.any() and refmap.max() == 1.0
+
+
+def _rule_counts(message: str) -> dict[str, int]:
+    """The counts of the normals warning: near-zero, boundary, facing away, renormalised."""
+    pattern = (
+        r"of (?P<total>\d+) mask pixels, left out (?P<near_zero>\d+) with a near-zero normal .*, "
+        r"(?P<boundary>\d+) on the boundary .* and (?P<facing_away>\d+) facing away .*; "
+        r"renormalised (?P<renormalised>\d+) normals"
+    )
+    match = re.search(pattern, message)
+    assert match, message
+    return {key: int(value) for key, value in match.groupdict().items()}
+
+
+def _convert_with_one_warning(*args, **kwargs) -> tuple[np.ndarray, np.ndarray, str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        refmap, observed = image_to_refmap(*args, **kwargs)
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    return refmap, observed, str(caught[0].message)
+
+
+def test_a_capture_like_object_converts_like_the_clean_one():
+    """Anti-aliased silhouette (partial colour, short normals), zero normals inside the mask, a
+    region of 0.9-long normals and a few normals facing away: one warning counts what each rule
+    did, and the refmap agrees with the clean object's wherever the object is well observed."""
+    case = capture_like()
+    clean, captured = case.clean, case.captured
+    sources = ("bunny/image.exr", "bunny/normal.npy", "bunny/mask.png")
+    refmap, observed, message = _convert_with_one_warning(
+        captured.image, captured.normals, captured.mask, res=16, sources=sources
+    )
+    assert message.startswith("bunny/normal.npy: ")
+    counts = _rule_counts(message)
+    assert counts["total"] == captured.mask.sum()
+    assert counts["near_zero"] == case.near_zero > 0
+    assert counts["facing_away"] == case.facing_away
+    assert counts["boundary"] > 0
+    assert counts["renormalised"] >= 0.9 * case.short.sum()  # all but those eroded around the holes
+
+    expected, expected_observed = image_to_refmap(clean.image, clean.normals, clean.mask, res=16)
+    compared = observed & expected_observed & interior_bins(16)
+    assert compared.sum() >= 0.9 * (expected_observed & interior_bins(16)).sum()
+    relative = np.abs(refmap - expected)[:, compared] / expected[:, compared]
+    assert np.percentile(relative, 90) < 0.005  # bins lose a few pixels around the holes: the
+    assert relative.max() < 0.1  # median moves within the bin, never by a bin's width
+
+
+@pytest.mark.parametrize("length", [1.1, 0.7])
+def test_normals_of_another_length_are_renormalised_with_a_warning(length):
+    image, normals, mask = _good_observation()
+    expected, expected_observed = image_to_refmap(image, normals, mask, res=8)
+    spoilt = normals.copy()
+    spoilt[:16] *= length  # the upper half
+    refmap, observed, message = _convert_with_one_warning(image, spoilt, mask, res=8)
+    assert _rule_counts(message)["renormalised"] == erode_mask(mask)[:16].sum()
+    np.testing.assert_array_equal(refmap, expected)
+    np.testing.assert_array_equal(observed, expected_observed)
+
+
+def test_near_zero_normals_leave_the_mask():
+    image, normals, mask = _good_observation()
+    normals[:, :12] *= 0.3  # shorter than MIN_NORMAL_LENGTH: not a normal
+    assert 0.3 < MIN_NORMAL_LENGTH
+    image[:, :12] = 100.0  # what these pixels show must not be binned
+    refmap, observed, message = _convert_with_one_warning(image, normals, mask, res=8, erode=0)
+    assert _rule_counts(message)["near_zero"] == mask[:, :12].sum()
+    assert refmap.max() == 1.0
+    _, without = image_to_refmap(image, normals, mask & (np.arange(32) >= 12), res=8, erode=0)
+    np.testing.assert_array_equal(observed, without)
+
+
+def test_a_mask_left_mostly_invalid_is_refused():
+    image, normals, mask = _good_observation()
+    rows = mask.nonzero()[0]
+    cut = int(np.percentile(rows, 40))
+    normals[:cut] = 0.0  # about 40 % of the mask: repaired with a warning
+    with pytest.warns(UserWarning, match="near-zero normal"):
+        image_to_refmap(image, normals, mask, res=8)
+    normals[: int(np.percentile(rows, 60))] = 0.0  # about 60 %: not a normal map of this object
+    with pytest.raises(InputError, match=r"normals: .* no usable normal .* over 50%"):
+        image_to_refmap(image, normals, mask, res=8)
+
+
+def test_object_image_follows_the_hdr_input_policy():
+    image, normals, mask = _good_observation()
+    expected, _ = image_to_refmap(image, normals, mask, res=8)
+    # Outside the mask nothing matters: background NaN or negatives are not errors.
+    background = image.copy()
+    background[~mask] = np.nan
+    background[0, 0] = -5.0
+    np.testing.assert_array_equal(image_to_refmap(background, normals, mask, res=8)[0], expected)
+    # Tiny camera-noise negatives inside the mask: clamped, one warning naming the image.
+    noisy = image.copy()
+    noisy[16, 16] = -1e-5
+    with pytest.warns(UserWarning, match=r"photo.exr: clamped 3 negative values"):
+        refmap, _ = image_to_refmap(noisy, normals, mask, res=8, sources=("photo.exr", "n", "m"))
+    assert refmap.min() >= 0.0
+    # NaN inside the mask: refused, unless repair fills it from its neighbours.
+    broken = image.copy()
+    broken[16, 16] = np.nan
+    with pytest.raises(InputError, match="photo.exr: has 3 NaN .*--repair"):
+        image_to_refmap(broken, normals, mask, res=8, sources=("photo.exr", "n", "m"))
+    with pytest.warns(UserWarning, match="photo.exr: filled 3 NaN/Inf values"):
+        repaired, _ = image_to_refmap(
+            broken, normals, mask, res=8, sources=("photo.exr", "n", "m"), repair=True
+        )
+    np.testing.assert_allclose(repaired, expected, atol=0.05)
 
 
 def test_bin_median_rejects_outliers():
@@ -144,9 +261,10 @@ def _good_observation(size: int = 32):
     [
         (lambda i, n, m: (i[:, :-1], n, m), "normals: shape .* does not match the image"),
         (lambda i, n, m: (i, n, m[:-1]), "mask: shape .* does not match"),
-        (lambda i, n, m: (i, n * 1.1, m), f"non-unit normals .* tolerance ±{NORMAL_TOLERANCE}"),
+        (lambda i, n, m: (i, n * 0.3, m), "normals: .* no usable normal .* near zero"),
+        (lambda i, n, m: (i, n * [1, 1, -1], m), "normals: .* no usable normal .* facing away"),
         (lambda i, n, m: (i, np.where(m[..., None], np.nan, n), m), "NaN/Inf normals"),
-        (lambda i, n, m: (np.where(m[..., None], np.inf, i), n, m), "image: has .* NaN/Inf"),
+        (lambda i, n, m: (np.where(m[..., None], np.inf, i), n, m), "image: has 0 NaN and .* Inf .*--repair"),
         (lambda i, n, m: (i, n, np.zeros_like(m)), "mask: is empty"),
         (lambda i, n, m: ((i * 255).astype(np.uint8), n, m), "integer .* display-encoded"),
         (lambda i, n, m: (_ramp(i), n, m), "multiple of 1/255"),
@@ -184,8 +302,15 @@ def test_files_round_trip_and_errors_name_the_file(tmp_path, sphere_renderer):
     refmap, observed = files_to_refmap(directory / "image.exr", directory / "normals.npy", res=16)
     assert observed.any()
 
-    np.save(tmp_path / "bad.npy", obj.normals * 2)
-    with pytest.raises(InputError, match="bad.npy: has .* non-unit normals"):
+    # Normals of another length are renormalised, with a warning naming the file.
+    np.save(tmp_path / "long.npy", obj.normals * 2)
+    with pytest.warns(UserWarning, match=r"long.npy: .* renormalised \d+ normals"):
+        long_refmap, long_observed = files_to_refmap(directory / "image.exr", tmp_path / "long.npy", res=16)
+    np.testing.assert_array_equal(long_refmap, refmap)
+    np.testing.assert_array_equal(long_observed, observed)
+    # A normal map in a frame whose z points away from the viewer (OpenCV's) cannot be used.
+    np.save(tmp_path / "bad.npy", obj.normals * np.array([1, -1, -1], np.float32))
+    with pytest.raises(InputError, match="bad.npy: .* facing away"):
         files_to_refmap(directory / "image.exr", tmp_path / "bad.npy", directory / "mask.png", res=16)
     np.save(tmp_path / "small.npy", obj.normals[:10])
     with pytest.raises(InputError, match="small.npy: shape"):

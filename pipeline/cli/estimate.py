@@ -45,6 +45,14 @@ def estimate(
         int | None,
         typer.Option(help="Height H of the output envmaps, H×2H (default: estimate.envmap_height)."),
     ] = None,
+    erode: Annotated[
+        int | None,
+        typer.Option(help="Erode the object mask's edge by this many pixels (default: estimate.erode)."),
+    ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Fill NaN/Inf pixels inside the mask instead of refusing the image."),
+    ] = False,
     params: Annotated[Path | None, typer.Option(help="params.yaml with the estimate section.")] = None,
 ) -> None:
     """Estimate illumination and reflectance from one object image: N samples of the mirror
@@ -54,14 +62,23 @@ def estimate(
     from pipeline.registry import load_estimator
 
     section = _section("estimate", params)
-    overrides = {"samples": samples, "seed": seed, "envmap_height": res}
+    overrides = {"samples": samples, "seed": seed, "envmap_height": res, "erode": erode}
     section.update({k: v for k, v in overrides.items() if v is not None})
     settings = EstimateSettings.from_params(section)
     if settings.samples < 1:
         raise InputError("--samples", f"must be ≥ 1, got {settings.samples}")
+    if settings.erode < 0:
+        raise InputError("--erode", f"must be ≥ 0, got {settings.erode}")
     estimator = load_estimator(model, None if obsnet.lower() == "none" else obsnet)
-    estimation, pixels, object_mask = estimate_files(estimator, image, normals, mask, settings, progress=True)
-    inputs = {"image": str(image), "normals": str(normals), "mask": str(mask) if mask else None}
+    estimation, pixels, object_mask = estimate_files(
+        estimator, image, normals, mask, settings, progress=True, repair=repair
+    )
+    inputs = {
+        "image": str(image),
+        "normals": str(normals),
+        "mask": str(mask) if mask else None,
+        "repair": repair,
+    }
     inputs.update(model=model, obsnet=obsnet)
     write_estimation(estimation, out, pixels, object_mask, settings, inputs)
     steps = ", ".join(str(int(s)) for s in estimation.steps)

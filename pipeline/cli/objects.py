@@ -89,6 +89,10 @@ def image_to_refmap_command(
     ] = Path("observation"),
     res: Annotated[int, typer.Option(help="Refmap resolution R.")] = 128,
     erode: Annotated[int, typer.Option(help="Erode the mask's edge by this many pixels.")] = 1,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Fill NaN/Inf pixels inside the mask instead of refusing the image."),
+    ] = False,
 ) -> None:
     """Bin an object image by its normals into an observed reflectance map (per-bin median)."""
     import numpy as np
@@ -98,7 +102,7 @@ def image_to_refmap_command(
 
     if res < 2 or erode < 0:
         raise InputError("image-to-refmap", f"--res must be ≥ 2 and --erode ≥ 0 (got {res}, {erode})")
-    refmap, observed = files_to_refmap(image, normals, mask, res=res, erode=erode)
+    refmap, observed = files_to_refmap(image, normals, mask, res=res, erode=erode, repair=repair)
     out.mkdir(parents=True, exist_ok=True)
     write_exr(out / "refmap.exr", refmap.transpose(1, 2, 0))
     write_png(out / "observed.png", np.where(observed, 255, 0).astype(np.uint8))
