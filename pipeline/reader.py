@@ -37,7 +37,7 @@ import torch
 import webdataset as wds
 
 from pipeline.manifest import RECORDS_DIR, SHARDS_MANIFEST, read_shards_manifest
-from pipeline.shards import META_FIELD, decode_member
+from pipeline.shards import HALF_EXPONENT, META_FIELD, decode_member, restore_half
 from rendering.errors import InputError
 
 # Workers start from a clean "forkserver" process, not as forks of the trainer: a fork of a process
@@ -131,14 +131,19 @@ class _MemberFilter:
 def _decode(sample: dict[str, Any], keys: frozenset[str] | None) -> dict[str, Any]:
     """Raw tar members → ``{"__key__": str, field: tensor | int | float | str, ...}``."""
     out: dict[str, Any] = {"__key__": sample["__key__"]}
+    arrays, exponent = {}, 0
     for name, data in sample.items():
         if name.startswith("__"):
             continue
         field, value = decode_member(name, data)
         if field == META_FIELD:
+            exponent = int(value.get(HALF_EXPONENT, 0))
             out.update(value if keys is None else {f: v for f, v in value.items() if f in keys})
         else:
-            out[field] = torch.from_numpy(np.ascontiguousarray(value))
+            arrays[field] = value
+    for field, value in arrays.items():
+        out[field] = torch.from_numpy(np.ascontiguousarray(restore_half(field, value, exponent)))
+    out.pop(HALF_EXPONENT, None)
     return out
 
 

@@ -38,6 +38,23 @@ closest principled material (``fit_principled``: the target RefNet should reach)
 and L_k, L_{k−1}, L_0 follow from that z with the same seed, and ``material_source`` names the
 BRDF (``"uniform"`` otherwise).
 
+Envmap blocks and batching: consecutive samples ``[b·B, (b+1)·B)`` (``B = dataset.envmap_block``)
+share one envmap draw — the envmap and, for file maps, its flip and tilt — so that a shard renders
+them in ONE render call (:func:`make_samples`): their refmaps are rendered side by side, each with
+its own seed, and each is bit-identical to rendering that sample alone, so a sample stays a pure
+function of (params, index) whatever the batch. Blocks use the split's envmaps in turn through a
+seeded permutation; with ``dataset.real_fraction[split]`` = f the share f of blocks (exactly:
+block b is a file-map block iff ⌊(b+1)f⌋ > ⌊bf⌋) use the file maps (built-in real maps and the
+user's, ids ``real-…`` / ``user-…``), the rest the procedural ones, each group in turn.
+
+Augmentation of file maps (``dataset.augmentation``, splits listed there, train by default; all
+recorded per sample in the manifest): per block, a horizontal flip (u → 1 − u) with probability
+``flip`` and an elevation tilt uniform in ±``tilt_deg`` (the map rotated about the camera's x axis);
+per sample, an exposure 2^U(±``exposure_stops``) and a white-balance tint exp(U(±``tint``)) per
+channel normalised to unit luminance. Exposure and tint multiply the rendered images: rendering
+is linear in each channel of the envmap, so that is exact, and samples of a block still share
+their render call. The azimuth rotation is the view's (``view_azimuth_deg``).
+
 Test samples (split ``test``) of both datasets also keep what evaluation needs: the object
 ``image`` (H, W, 3) float32, ``normals`` (H, W, 3) float32, ``mask`` (H, W) uint8 (and the
 ``shape`` fields), and ``refmap_mirror``; the envmap itself is ``<envmaps>/test/<envmap_id>.exr``.
@@ -59,6 +76,7 @@ DATASETS = ("drmnet", "obsnet")
 SPLITS = ("train", "val", "test")
 EVAL_SPLIT = "test"  # samples of this split carry the object image, normals, mask and mirror
 DEFAULT_SHAPE_POOL = {"train": 64, "val": 16, "test": 20}  # the paper's 3200/800/1000, scaled down
+LUMINANCE_WEIGHTS = np.array([0.2127, 0.7152, 0.0722])  # Rec. 709 (rendering.hdrio)
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,9 @@ class DatasetSettings:
     drm: dict[str, Any] = field(default_factory=dict)  # the DRM constants (params.yaml ``drm``)
     measured_fraction: dict[str, float] = field(default_factory=dict)  # split → share of measured BRDFs
     materials: dict[str, Any] = field(default_factory=dict)  # where they come from (params ``materials``)
+    envmap_block: int = 1  # consecutive samples that share one envmap draw (one render call)
+    real_fraction: dict[str, float] = field(default_factory=dict)  # split → share of blocks on file maps
+    augmentation: dict[str, Any] = field(default_factory=dict)  # file maps' augmentation (Augmentation)
 
     def count(self, dataset: str, split: str) -> int:
         try:
@@ -126,6 +147,9 @@ def settings_from_params(params: dict[str, Any], profile: str | None = None) -> 
             drm=dict(params.get("drm") or {}),
             measured_fraction={s: float(f) for s, f in (section.get("measured_fraction") or {}).items()},
             materials=dict(params.get("materials") or {}),
+            envmap_block=int(section.get("envmap_block", 1)),
+            real_fraction={s: float(f) for s, f in (section.get("real_fraction") or {}).items()},
+            augmentation=dict(section.get("augmentation") or {}),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InputError("params.yaml", f"invalid dataset section ({error})") from None
@@ -252,6 +276,82 @@ def _check_disjoint(pools: dict[str, tuple[PoolShape, ...]]) -> None:
             seen[member.identity] = (split, member)
 
 
+FILE_ENVMAP_PREFIXES = ("real-", "user-")  # ids of envmaps read from files (rendering.envmap_sources)
+
+
+def is_file_envmap(envmap_id: str) -> bool:
+    """Whether an envmap id names a real or user map (as opposed to a procedural one)."""
+    return str(envmap_id).startswith(FILE_ENVMAP_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The ``dataset.augmentation`` section: how file maps are varied (module docstring)."""
+
+    splits: tuple[str, ...] = ("train",)  # splits whose file maps are augmented
+    flip: float = 0.0  # probability of a horizontal flip, per block
+    tilt_deg: float = 0.0  # elevation tilt uniform in ±this, per block
+    exposure_stops: float = 0.0  # exposure 2^U(±this), per sample
+    tint: float = 0.0  # per-channel gain exp(U(±this)), normalised to unit luminance, per sample
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any]) -> Augmentation:
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError("params.yaml", f"dataset.augmentation: unknown keys {sorted(unknown)}")
+        made = cls(**{**section, "splits": tuple(section.get("splits", cls.splits))})
+        if not 0 <= made.flip <= 1 or min(made.tilt_deg, made.exposure_stops, made.tint) < 0:
+            raise InputError("params.yaml", f"dataset.augmentation: flip must be in [0, 1], the rest ≥ 0: {section}")
+        return made
+
+    def applies(self, split: str, envmap_id: str) -> bool:
+        return split in self.splits and is_file_envmap(envmap_id)
+
+
+@dataclass(frozen=True)
+class EnvmapDraw:
+    """The envmap of a block: which map, and its flip and tilt (radians)."""
+
+    envmap_id: str
+    flip: bool = False
+    tilt: float = 0.0
+
+
+def draw_envmap(settings: DatasetSettings, split: str, index: int, envmap_ids: list[str]) -> EnvmapDraw:
+    """The envmap draw of the block that holds sample ``index`` (module docstring)."""
+    block = index // max(1, settings.envmap_block)
+    files = [i for i in envmap_ids if is_file_envmap(i)]
+    generated = [i for i in envmap_ids if not is_file_envmap(i)]
+    fraction = settings.real_fraction.get(split)
+    if fraction is None or not files or not generated:
+        pool, position, order_key = list(envmap_ids), block, (_stable(split),)
+    else:
+        before = int(np.floor(block * fraction))
+        on_files = int(np.floor((block + 1) * fraction)) > before
+        pool, position = (files, before) if on_files else (generated, block - before)
+        order_key = (_stable(split), _stable("files" if on_files else "generated"))
+    order = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=order_key)).permutation(len(pool))
+    envmap_id = pool[int(order[position % len(pool)])]
+    augmentation = Augmentation.from_dict(settings.augmentation)
+    if not augmentation.applies(split, envmap_id):
+        return EnvmapDraw(envmap_id)
+    rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(_stable("block"), _stable(split), block)))
+    flip = bool(rng.random() < augmentation.flip)
+    tilt = float(np.radians(rng.uniform(-augmentation.tilt_deg, augmentation.tilt_deg)))
+    return EnvmapDraw(envmap_id, flip, tilt)
+
+
+def augmented_envmap(envmap: np.ndarray, draw: EnvmapDraw) -> np.ndarray:
+    """The envmap a block renders under: flipped and tilted as ``draw`` says."""
+    from rendering.envmap import tilt_envmap
+
+    if draw.flip:
+        envmap = np.ascontiguousarray(envmap[:, ::-1])
+    if draw.tilt:
+        envmap = tilt_envmap(envmap, draw.tilt)
+    return envmap
+
+
 @dataclass(frozen=True)
 class SamplePlan:
     """Every random choice of one sample, drawn before anything is rendered."""
@@ -271,6 +371,13 @@ class SamplePlan:
     shape_seed: int
     material_source: str = "uniform"
     shape_sha256: str = ""  # the mesh file's content hash ("" for a built-in shape)
+    flip: bool = False  # the block's envmap augmentation (EnvmapDraw)
+    tilt: float = 0.0
+    gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # exposure × tint, multiplies the rendered images
+
+    @property
+    def envmap_draw(self) -> EnvmapDraw:
+        return EnvmapDraw(self.envmap_id, self.flip, self.tilt)
 
 
 def schedule_pair(
@@ -299,8 +406,9 @@ def plan_sample(
 ) -> SamplePlan:
     """Draw the random choices of sample ``index`` (a pure function of its arguments).
 
-    Envmaps are used in turn through a seeded permutation, so every envmap of the split appears
-    equally often (up to one); the object's shape is drawn uniformly from the split's pool.
+    Envmaps are drawn per block (:func:`draw_envmap`): in turn through a seeded permutation, so
+    every envmap of a group appears equally often (up to one block); the object's shape is drawn
+    uniformly from the split's pool.
     """
     if dataset not in DATASETS:
         raise InputError("dataset", f"unknown dataset {dataset!r}; choose one of {DATASETS}")
@@ -308,8 +416,7 @@ def plan_sample(
         raise InputError("split", f"unknown split {split!r}; choose one of {SPLITS}")
     if not envmap_ids:
         raise InputError(f"envmaps/{split}", "the split has no environment maps")
-    envmap_order = np.random.SeedSequence(settings.seed, spawn_key=(_stable(split),))
-    order = np.random.default_rng(envmap_order).permutation(len(envmap_ids))
+    draw = draw_envmap(settings, split, index, envmap_ids)
     rng = sample_rng(settings.seed, dataset, split, index)
     z_obs = rng.random(6).astype(np.float32)  # z ~ U[0, 1]^6, rounded to what is stored
     material_source = "uniform"
@@ -323,11 +430,18 @@ def plan_sample(
     render_seed = int(rng.integers(0, 2**31))
     pool = shape_pools(settings)[split]
     shape = pool[int(rng.integers(len(pool)))]
+    gain = (1.0, 1.0, 1.0)
+    augmentation = Augmentation.from_dict(settings.augmentation)
+    if augmentation.applies(split, draw.envmap_id):
+        exposure = 2.0 ** rng.uniform(-augmentation.exposure_stops, augmentation.exposure_stops)
+        tint = np.exp(rng.uniform(-augmentation.tint, augmentation.tint, 3))
+        tint /= float(np.dot(tint, LUMINANCE_WEIGHTS))
+        gain = tuple(float(g) for g in exposure * tint)
     return SamplePlan(
         dataset=dataset,
         split=split,
         index=index,
-        envmap_id=envmap_ids[int(order[index % len(envmap_ids)])],
+        envmap_id=draw.envmap_id,
         z_obs=z_obs,
         k=k,
         K=K,
@@ -339,14 +453,48 @@ def plan_sample(
         shape_seed=shape.seed,
         material_source=material_source,
         shape_sha256=shape.sha256,
+        flip=draw.flip,
+        tilt=draw.tilt,
+        gain=gain,
     )
 
 
 def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings) -> dict[str, Any]:
-    """Render the sample ``plan`` describes under ``envmap`` (H, 2H, 3); see the module docstring
-    for the fields. Arrays are float32 (mask uint8); scalars go to the sample's metadata."""
+    """Render the sample ``plan`` describes under ``envmap`` (H, 2H, 3, before the plan's flip and
+    tilt); see the module docstring for the fields."""
+    return make_samples([plan], augmented_envmap(envmap, plan.envmap_draw), settings)[0]
+
+
+def make_samples(plans: list[SamplePlan], envmap: np.ndarray, settings: DatasetSettings) -> list[dict[str, Any]]:
+    """Render samples that share one (already augmented) envmap (H, 2H, 3): all their principled
+    refmaps in ONE render call, each with its sample's seed (bit-identical to one call per
+    sample). Arrays are float32 (mask uint8); scalars go to the sample's metadata."""
     from rendering.refmap import MIRROR, render_refmaps
 
+    stacks, azimuths, seeds = [], [], []
+    for plan in plans:
+        if plan.dataset == "drmnet":
+            materials = np.stack([plan.z_obs, plan.z_k, plan.z_next, MIRROR])
+        else:
+            materials = np.stack([plan.z_obs, MIRROR]) if plan.split == EVAL_SPLIT else plan.z_obs[None]
+        stacks.append(materials)
+        azimuths.append(np.full(len(materials), plan.view_azimuth))
+        seeds.append(np.full(len(materials), plan.render_seed, dtype=np.int64))
+    rendered = render_refmaps(
+        envmap, np.concatenate(stacks), np.concatenate(azimuths), settings.res, settings.spp, np.concatenate(seeds)
+    )
+    offsets = np.cumsum([0] + [len(m) for m in stacks])
+    return [
+        _finish_sample(plan, rendered[offsets[i] : offsets[i + 1]], envmap, settings)
+        for i, plan in enumerate(plans)
+    ]
+
+
+def _finish_sample(
+    plan: SamplePlan, refmaps: np.ndarray, envmap: np.ndarray, settings: DatasetSettings
+) -> dict[str, Any]:
+    """One sample from its principled refmaps: the measured observation and the object image where
+    the plan has them, the exposure/tint gain applied to every image."""
     evaluation = plan.split == EVAL_SPLIT
     sample: dict[str, Any] = {
         "z_obs": plan.z_obs,
@@ -355,12 +503,9 @@ def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings)
         "envmap_id": plan.envmap_id,
         "material_source": plan.material_source,
     }
-    if plan.dataset == "drmnet":
-        materials = np.stack([plan.z_obs, plan.z_k, plan.z_next, MIRROR])
-    else:
-        materials = np.stack([plan.z_obs, MIRROR]) if evaluation else plan.z_obs[None]
-    azimuths = np.full(len(materials), plan.view_azimuth)
-    refmaps = render_refmaps(envmap, materials, azimuths, settings.res, settings.spp, plan.render_seed)
+    if plan.flip or plan.tilt or plan.gain != (1.0, 1.0, 1.0):
+        sample.update(aug_flip=plan.flip, aug_tilt=plan.tilt, aug_gain=list(plan.gain))
+    refmaps = refmaps.copy()
     bsdf = None
     if plan.material_source != "uniform":
         from rendering.measured_bsdf import measured_bsdf
@@ -369,8 +514,10 @@ def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings)
         bsdf = measured_bsdf(measured_brdfs(settings)[plan.material_source], proxy_z=plan.z_obs)
         # Same sampling code and seed as the principled refmaps: common random numbers again.
         refmaps[0] = render_refmaps_bsdf(
-            envmap, bsdf, azimuths[:1], settings.res, settings.spp, plan.render_seed
+            envmap, bsdf, np.array([plan.view_azimuth]), settings.res, settings.spp, plan.render_seed
         )[0]
+    gain = np.asarray(plan.gain, dtype=np.float32)
+    refmaps *= gain[None, :, None, None]
     sample["refmap_obs"] = refmaps[0]
     if plan.dataset == "drmnet":
         sample.update(refmap_k=refmaps[1], refmap_next=refmaps[2], refmap_mirror=refmaps[3])
@@ -379,7 +526,11 @@ def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings)
         sample["refmap_mirror"] = refmaps[1]
     if plan.dataset == "obsnet" or evaluation:
         material = plan.z_obs if bsdf is None else bsdf
-        sample.update(_object_observation(plan, envmap, material, settings, keep_image=evaluation))
+        observation = _object_observation(plan, envmap, material, settings, keep_image=evaluation)
+        observation["observed"] = observation["observed"] * gain[:, None, None]
+        if "image" in observation:
+            observation["image"] = observation["image"] * gain
+        sample.update(observation)
     return sample
 
 

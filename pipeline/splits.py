@@ -74,11 +74,16 @@ def assign_splits(
 
     ``digests`` (spec id → sha256 of the user's file) keeps identical files together.
     """
+    from rendering.real_envmaps import REAL_KIND, real_split
+
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    split_of: dict[str, str] = {}
     for spec in specs:
+        if spec.kind == REAL_KIND:  # the built-in real maps have fixed splits
+            split_of[spec.id] = real_split(spec.id.removeprefix(f"{REAL_KIND}-"))
+            continue
         unit = (digests or {}).get(spec.id, spec.id)  # the unit that is assigned as a whole
         groups[spec.kind][unit].append(spec)
-    split_of: dict[str, str] = {}
     for number, kind in enumerate(sorted(groups)):
         units = sorted(groups[kind])
         rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(number,)))
@@ -95,7 +100,8 @@ def plan_envmap_splits(params: dict[str, Any]) -> dict[str, list]:
     from rendering.file_hash import file_sha256
 
     sources = EnvmapParams.from_params(params)
-    specs = plan_envmaps(sources.n, sources.seed, sources.kinds, sources.user_dir)
+    real = sources.real_cache_dir if sources.real else None
+    specs = plan_envmaps(sources.n, sources.seed, sources.kinds, sources.user_dir, real)
     digests = {s.id: file_sha256(s.path) for s in specs if s.kind == USER_KIND}
     return assign_splits(specs, split_settings_from_params(params), digests)
 

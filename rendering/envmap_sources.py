@@ -31,9 +31,11 @@ from rendering.envmap import envmap_power, pixel_directions, pixel_solid_angles,
 from rendering.errors import InputError
 from rendering.file_hash import file_sha256
 from rendering.hdrio import HDR_SUFFIXES, luminance
+from rendering.real_envmaps import REAL_KIND, REAL_MAPS, provenance, real_envmap_files
 
 PROCEDURAL_KINDS = ("sky", "studio", "room")  # order fixes the derived seeds: never reorder
 USER_KIND = "user"
+FILE_KINDS = (USER_KIND, REAL_KIND)  # envmaps read from files (the others are generated)
 TABLE_PARQUET, TABLE_JSON, CONTACT_SHEET = "envmaps.parquet", "envmaps.json", "contact_sheet.png"
 CONTACT_SHEET_MAX = 256
 CONTACT_SHEET_COLUMNS = 8
@@ -49,6 +51,9 @@ class EnvmapParams:
     kinds: dict[str, float] = field(default_factory=lambda: {"sky": 0.4, "studio": 0.3, "room": 0.3})
     res: int = 256  # working height H (maps are H × 2H)
     user_dir: str | None = None  # directory of users' .exr/.hdr files, added to the procedural ones
+    real: bool = False  # add the 18 built-in real maps (rendering.real_envmaps), in their fixed splits
+    real_cache_dir: str = "data/real_envmaps"  # where the npm package and its decoded maps are kept
+    repair: bool = False  # fill NaN/Inf pixels of read maps (else they are an error)
     cache_dir: str = "data/envmap_cache"  # resampled user files, keyed by content hash + height
     room_spp: int = 64  # path-traced samples per pixel of a room envmap
 
@@ -120,9 +125,14 @@ def _safe_id(text: str) -> str:
 
 
 def plan_envmaps(
-    n: int, seed: int, kinds: dict[str, float], user_dir: str | os.PathLike | None = None
+    n: int,
+    seed: int,
+    kinds: dict[str, float],
+    user_dir: str | os.PathLike | None = None,
+    real_cache_dir: str | os.PathLike | None = None,
 ) -> list[EnvmapSpec]:
-    """The envmaps of a run: procedural ones interleaved by kind, then every user file."""
+    """The envmaps of a run: procedural ones interleaved by kind, then the built-in real maps
+    (when ``real_cache_dir`` is given: fetched and decoded there on first use), then every user file."""
     specs = []
     if n > 0:
         counts = allocate(n, kinds)
@@ -133,6 +143,9 @@ def plan_envmaps(
         ]
         for _, _, kind, index in sorted(slots):
             specs.append(EnvmapSpec(f"{kind}-{seed}-{index:05d}", kind, derived_seed(seed, kind, index)))
+    if real_cache_dir is not None:
+        files = real_envmap_files(real_cache_dir)
+        specs += [EnvmapSpec(f"{REAL_KIND}-{name}", REAL_KIND, 0, str(files[name])) for name in REAL_MAPS]
     if user_dir is not None:
         taken = set()
         for path in list_envmap_files(user_dir):
@@ -208,7 +221,7 @@ def produce_envmap(
     """The (H, 2H, 3) float32 envmap of ``spec``."""
     from rendering.procedural_envmaps import make_envmap
 
-    if spec.kind == USER_KIND:
+    if spec.kind in FILE_KINDS:
         loader = directory if directory is not None else EnvmapDirectory(Path(spec.path).parent, height)
         return loader.load(spec.path)
     if spec.kind == "room":
@@ -232,7 +245,8 @@ def envmap_stats(envmap: np.ndarray, spec: EnvmapSpec) -> dict[str, Any]:
         "id": spec.id,
         "kind": spec.kind,
         "seed": spec.seed,
-        "source": spec.path or "",
+        "source": provenance(spec.id.removeprefix(f"{REAL_KIND}-")) if spec.kind == REAL_KIND else spec.path or "",
+        "license": "CC0-1.0" if spec.kind == REAL_KIND else "",
         "height": int(height),
         "dynamic_range": float(lum.max() / median) if median > 0 else float("inf"),
         "peak": float(lum.max()),

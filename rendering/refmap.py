@@ -69,13 +69,15 @@ def render_refmaps(
     view_azimuths: np.ndarray | None = None,
     res: int = 128,
     spp: int = 256,
-    seed: int = 0,
+    seed: int | np.ndarray = 0,
 ) -> np.ndarray:
     """Refmaps of B principled materials under one envmap: float32 (B, 3, R, R).
 
     envmap: (H, 2H, 3) linear RGB. materials: (B, 6) z vectors in [0, 1] (DESIGN.md §3.3).
-    view_azimuths: (B,) radians, the camera turned about +y (None: all 0). Deterministic for a
-    given seed, with common random numbers across materials (see the module docstring).
+    view_azimuths: (B,) radians, the camera turned about +y (None: all 0). seed: one for all, or
+    (B,) one per refmap, so that many samples (each with its own seed) render in one call, each
+    refmap bit-identical to its own call. Deterministic, with common random numbers across
+    materials of one seed (see the module docstring).
     """
     materials = validate_materials(materials)
     view_azimuths = _check_azimuths(view_azimuths, len(materials))
@@ -140,7 +142,7 @@ def render_refmaps_bsdf(
     view_azimuths: np.ndarray | None = None,
     res: int = 128,
     spp: int = 256,
-    seed: int = 0,
+    seed: int | np.ndarray = 0,
 ) -> np.ndarray:
     """Refmaps of one arbitrary Mitsuba BSDF (``mi.BSDF``, e.g. a measured BRDF) under one envmap,
     one per view azimuth: float32 (n, 3, R, R), n = len(view_azimuths) (None: one, at azimuth 0).
@@ -275,8 +277,8 @@ def _render(
     """
     mi, dr = _mitsuba()
     envmap = validate_envmap(envmap)
-    res, spp, seed = _check_res(res), _check_spp(spp), _check_seed(seed)
     count, pixels = len(view_azimuths), res * res
+    res, spp, seeds = _check_res(res), _check_spp(spp), _check_seeds(seed, count)
     emitter = mi.load_dict({"type": "envmap", "bitmap": mi.Bitmap(envmap)})
 
     # Chunking depends on (res, spp) only, never on the batch, so a refmap's floating-point
@@ -287,7 +289,7 @@ def _render(
     normals = mi.Vector3f(normal_grid(res).reshape(-1, 3).T)
     azimuths = mi.Float(view_azimuths.astype(np.float32))
     az_bits = view_azimuths.astype(np.float32).view(np.uint32)
-    map_keys = mi.sample_tea_32(mi.UInt32(np.full(count, seed, dtype=np.uint32)), mi.UInt32(az_bits))[0]
+    map_keys = mi.sample_tea_32(mi.UInt32(seeds), mi.UInt32(az_bits))[0]
     out = np.zeros((count, 3, pixels), dtype=np.float64)
     for first_map in range(0, count, maps_per_chunk):
         n_maps = min(maps_per_chunk, count - first_map)
@@ -386,7 +388,11 @@ def _check_spp(spp) -> int:
     return int(spp)
 
 
-def _check_seed(seed) -> int:
-    if int(seed) != seed or not 0 <= seed < 2**32:
-        raise InputError("seed", f"seed must be an integer in [0, 2³²), got {seed!r}")
-    return int(seed)
+def _check_seeds(seed, count: int) -> np.ndarray:
+    """One seed, or one per refmap → (count,) uint32."""
+    seeds = np.atleast_1d(np.asarray(seed))
+    if seeds.ndim != 1 or len(seeds) not in (1, count):
+        raise InputError("seed", f"expected one seed or {count}, got shape {seeds.shape}")
+    if seeds.dtype.kind not in "iu" or seeds.min() < 0 or seeds.max() >= 2**32:
+        raise InputError("seed", f"seeds must be integers in [0, 2³²), got {seed!r}")
+    return np.broadcast_to(seeds.astype(np.uint32), (count,)).copy()

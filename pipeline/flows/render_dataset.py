@@ -51,11 +51,18 @@ from pipeline.manifest import (
     write_manifests,
     write_record,
 )
-from pipeline.samples import DatasetSettings, make_sample, measured_digest, plan_sample, settings_from_params
+from pipeline.samples import (
+    DatasetSettings,
+    augmented_envmap,
+    make_samples,
+    measured_digest,
+    plan_sample,
+    settings_from_params,
+)
 from pipeline.shards import sample_key, shard_name, write_shard
 from pipeline.splits import read_envmap_table, split_envmap_path
 
-FORMAT_VERSION = 1  # bump when the sample layout changes: old records then no longer match
+FORMAT_VERSION = 2  # bump when the sample layout changes: old records then no longer match (2: float16)
 RUNNERS = ("threads", "processes", "dask")
 # Sources whose change changes the samples: a record made by other code is not trusted.
 CONTENT_SOURCES = (
@@ -164,18 +171,26 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
 
         def samples():
-            for index in range(job.first, job.first + job.count):
-                # Planning renders too (a measured material's principled fit, the first time).
+            # Planning renders too (a measured material's principled fit, the first time).
+            with RENDER_LOCK:
+                plans = [
+                    plan_sample(job.settings, job.dataset, job.split, index, list(job.envmap_ids))
+                    for index in range(job.first, job.first + job.count)
+                ]
+            # Consecutive samples of one envmap draw render in one call (pipeline.samples).
+            for group in _runs(plans):
+                draw = group[0].envmap_draw
                 with RENDER_LOCK:
-                    plan = plan_sample(job.settings, job.dataset, job.split, index, list(job.envmap_ids))
-                    if plan.envmap_id not in envmaps:
-                        envmaps[plan.envmap_id] = read_envmap(
-                            split_envmap_path(job.envmap_dir, job.split, plan.envmap_id)
+                    if draw.envmap_id not in envmaps:
+                        envmaps[draw.envmap_id] = read_envmap(
+                            split_envmap_path(job.envmap_dir, job.split, draw.envmap_id)
                         )
-                    sample = make_sample(plan, envmaps[plan.envmap_id], job.settings)
-                key = sample_key(job.dataset, job.split, index)
-                rows.append(sample_row(key, job.name, index, sample))
-                yield key, sample
+                    envmap = augmented_envmap(envmaps[draw.envmap_id], draw)
+                    made = make_samples(group, envmap, job.settings)
+                for plan, sample in zip(group, made, strict=True):
+                    key = sample_key(job.dataset, job.split, plan.index)
+                    rows.append(sample_row(key, job.name, plan.index, sample))
+                    yield key, sample
 
         info = write_shard(Path(job.split_dir) / job.name, samples())
         record = {
@@ -195,6 +210,18 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "worker": worker_id(),
     }
+
+
+def _runs(plans: list) -> Iterator[list]:
+    """Maximal runs of consecutive plans with the same envmap draw."""
+    group: list = []
+    for plan in plans:
+        if group and plan.envmap_draw != group[0].envmap_draw:
+            yield group
+            group = []
+        group.append(plan)
+    if group:
+        yield group
 
 
 def worker_id() -> str:
