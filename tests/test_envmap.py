@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import rendering.envmap as envmap_module
 from rendering.envmap import (
     direction_to_uv,
     envmap_power,
@@ -13,6 +14,7 @@ from rendering.envmap import (
     read_envmap,
     resample_envmap,
     rotate_envmap,
+    row_edges,
     uv_to_direction,
     validate_envmap,
 )
@@ -146,6 +148,63 @@ def test_non_integer_resampling_preserves_power(rng):
     for height in (7, 11, 45):
         resampled = resample_envmap(envmap, height)
         np.testing.assert_allclose(envmap_power(resampled), envmap_power(envmap), rtol=1e-5)
+
+
+def _dense_resample(envmap: np.ndarray, height: int) -> np.ndarray:
+    """The dense resampling this project used before the separable one (the reference): full
+    (n_dst, n_src) overlap matrices contracted with one einsum over a float64 copy."""
+
+    def overlap_matrix(src_edges, dst_edges, measure):
+        lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1])
+        hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:])
+        overlap = np.where(hi > lo, measure(hi) - measure(lo), 0.0)
+        return overlap / overlap.sum(axis=1, keepdims=True)
+
+    envmap = np.asarray(envmap, dtype=np.float32)
+    src_h, src_w = envmap.shape[:2]
+    if src_h == height and src_w == 2 * height:
+        return envmap.copy()
+    rows = overlap_matrix(row_edges(src_h), row_edges(height), lambda t: -np.cos(t))
+    cols = overlap_matrix(np.linspace(0, 1, src_w + 1), np.linspace(0, 1, 2 * height + 1), lambda x: x)
+    out = np.einsum("ij,jkc,lk->ilc", rows, envmap.astype(np.float64), cols)
+    return np.maximum(out, 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("block_values", [envmap_module.RESAMPLE_BLOCK_VALUES, 1, 200])
+def test_separable_resampling_equals_the_dense_reference(rng, monkeypatch, block_values):
+    # Small blocks force the streaming path: one output row, or a few source rows, at a time.
+    monkeypatch.setattr(envmap_module, "RESAMPLE_BLOCK_VALUES", block_values)
+    for src_height, height in [
+        (30, 7),
+        (30, 11),
+        (30, 45),
+        (64, 16),
+        (64, 8),
+        (8, 13),
+        (5, 2),
+        (2, 3),
+        (100, 33),
+    ]:
+        envmap = (rng.random((src_height, 2 * src_height, 3)) ** 4 * 100).astype(np.float32)
+        envmap[rng.integers(src_height), rng.integers(2 * src_height)] = 4e4
+        expected, got = _dense_resample(envmap, height), resample_envmap(envmap, height)
+        assert got.shape == expected.shape == (height, 2 * height, 3) and got.dtype == np.float32
+        # 2 float32 ulp; float64 rounding (summation order) relative to the brightest input.
+        np.testing.assert_allclose(got, expected, rtol=2.5e-7, atol=1e-12 * float(envmap.max()))
+
+
+@pytest.mark.parametrize("block_values", [envmap_module.RESAMPLE_BLOCK_VALUES, 300])
+def test_a_one_pixel_sun_keeps_its_power_wherever_it_is(monkeypatch, block_values):
+    monkeypatch.setattr(envmap_module, "RESAMPLE_BLOCK_VALUES", block_values)
+    src_height = 96
+    # At the zenith, beside a block boundary, on the seam (u = 0), at the nadir.
+    for row, col in [(0, 5), (47, 100), (50, 0), (95, 191)]:
+        envmap = np.full((src_height, 2 * src_height, 3), 0.01, dtype=np.float32)
+        envmap[row, col] = [4e4, 2e4, 1e4]
+        power = envmap_power(envmap)
+        for height in (8, 17, 32, 150):
+            resampled = resample_envmap(envmap, height)
+            np.testing.assert_allclose(envmap_power(resampled), power, rtol=1e-5)
 
 
 def test_rotation_moves_a_light_from_front_to_right():
