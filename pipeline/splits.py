@@ -126,6 +126,8 @@ def make_envmap_splits(params: dict[str, Any], out_dir: str | os.PathLike, progr
     directory = (
         EnvmapDirectory(sources.user_dir, sources.res, sources.cache_dir) if sources.user_dir else None
     )
+    if directory is not None:
+        directory.check()  # every bad user file named in one error, before anything is written
     out_dir, written, done = Path(out_dir), {}, 0
     total = sum(len(specs) for specs in plan.values())
     for split, specs in plan.items():

@@ -5,7 +5,8 @@ mixed by configurable proportions, written as a directory of ``<id>.exr`` plus s
   downloads, already in the DESIGN.md §3.2 orientation). Each file is validated (InputError names
   it), resampled with the energy-preserving :func:`rendering.envmap.resample_envmap` to the
   working height and cached as ``<sha256 of the file's bytes>-h<height>.npy``: a rerun, or the
-  same file under another name, costs one hash.
+  same file under another name, costs one hash. :meth:`EnvmapDirectory.check` loads them all
+  first and names every bad file in one error.
 * :func:`plan_envmaps` — which envmaps to make: ``n`` procedural maps split among kinds by
   proportions (largest remainder), each with a seed derived from (run seed, kind, index), plus every
   user file. Ids are stable: ``<kind>-<run seed>-<index>`` and ``user-<file stem>``.
@@ -160,14 +161,12 @@ def plan_envmaps(
 
 
 def list_envmap_files(directory: str | os.PathLike) -> list[Path]:
-    """The .exr/.hdr files of a directory, sorted by name. InputError if none or no directory."""
+    """The .exr/.hdr files of a directory, sorted by name; other files (a README, .gitkeep) are
+    ignored, so an empty directory is simply no files. InputError if it is no directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(directory, "is not a directory of .exr/.hdr environment maps")
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in HDR_SUFFIXES)
-    if not files:
-        raise InputError(directory, f"holds no environment map files ({', '.join(HDR_SUFFIXES)})")
-    return files
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in HDR_SUFFIXES)
 
 
 def _atomic_write_bytes(path: Path, write) -> Path:
@@ -213,6 +212,23 @@ class EnvmapDirectory:
         if cached is not None:
             _atomic_write_bytes(cached, lambda tmp: np.save(tmp, envmap))
         return envmap
+
+    def check(self) -> None:
+        """Load every file (through the cache, so the work serves the run that follows); one
+        InputError naming the directory and each bad file with its problem, so that a user fixes
+        them all at once rather than one per run."""
+        problems = []
+        for path in self.files:
+            try:
+                self.load(path)
+            except InputError as error:
+                problems.append(str(error))
+        if problems:
+            raise InputError(
+                self.path,
+                f"{len(problems)} of {len(self.files)} environment map files are unusable:\n  "
+                + "\n  ".join(problems),
+            )
 
 
 def produce_envmap(
@@ -295,11 +311,13 @@ def make_envmaps(
     from rendering.hdrio import write_exr, write_png
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     specs = plan_envmaps(n, seed, kinds, from_dir)
     if not specs:
-        raise InputError(out, "nothing to make: n is 0 and no directory of user envmaps was given")
+        raise InputError(out, "nothing to make: n is 0 and no user envmap files were given")
     directory = EnvmapDirectory(from_dir, height, cache_dir) if from_dir is not None else None
+    if directory is not None:
+        directory.check()  # every bad file named before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     rows, envmaps = [], []
     for index, spec in enumerate(specs):
         target = out / f"{spec.id}.exr"

@@ -185,8 +185,8 @@ def test_user_directory_is_validated_resampled_and_cached(tmp_path, rng):
 def test_bad_user_files_are_named(tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
-    with pytest.raises(InputError, match="no environment map files"):
-        EnvmapDirectory(folder, 4)
+    (folder / ".gitkeep").touch()
+    assert len(EnvmapDirectory(folder, 4)) == 0  # an empty directory is no files, not an error
     with pytest.raises(InputError, match="is not a directory"):
         EnvmapDirectory(tmp_path / "nowhere", 4)
     nan = np.ones((8, 16, 3), np.float32)
@@ -197,6 +197,48 @@ def test_bad_user_files_are_named(tmp_path):
     write_exr(folder / "broken.exr", np.ones((8, 8, 3), np.float32))
     with pytest.raises(InputError, match="broken.exr: .*twice as wide"):
         EnvmapDirectory(folder, 4)[0]
+
+
+def _directory_with_bad_files(tmp_path, rng):
+    """A user directory with a truncated .exr, a map of the wrong aspect and a good one."""
+    folder = tmp_path / "mine"
+    write_exr(folder / "cut.exr", (rng.random((16, 32, 3)) + 0.1).astype(np.float32))
+    data = (folder / "cut.exr").read_bytes()
+    (folder / "cut.exr").write_bytes(data[: len(data) // 2])
+    write_exr(folder / "square.exr", np.ones((8, 8, 3), np.float32))
+    write_exr(folder / "good.exr", (rng.random((8, 16, 3)) + 0.1).astype(np.float32))
+    return folder
+
+
+def test_every_bad_user_file_is_named_in_one_error_before_anything_is_written(tmp_path, rng):
+    from pipeline.splits import make_envmap_splits
+
+    folder = _directory_with_bad_files(tmp_path, rng)
+    params = {
+        "profile": "tiny",
+        "profiles": {"tiny": {}},
+        "envmaps": {
+            "n": 2,
+            "kinds": {"sky": 1.0},
+            "res": 8,
+            "user_dir": str(folder),
+            "cache_dir": str(tmp_path / "c"),
+        },
+    }
+    runs = {
+        "make-envmap-splits": lambda out: make_envmap_splits(params, out),
+        "make-envmaps": lambda out: make_envmaps(out, 2, 0, {"sky": 1.0}, 8, from_dir=folder),
+    }
+    for name, run in runs.items():
+        out = tmp_path / name
+        with pytest.raises(InputError) as raised:
+            run(out)
+        message = str(raised.value)
+        assert message.startswith(f"{folder}: 2 of 3 environment map files are unusable")
+        assert "cut.exr: unreadable or truncated" in message
+        assert "square.exr: an equirectangular environment map must be twice as wide" in message
+        assert "good.exr" not in message
+        assert not out.exists(), f"{name} wrote before it had checked every file"
 
 
 def test_make_envmaps_writes_maps_table_and_sheet_and_reruns_idempotently(tmp_path, rng):
