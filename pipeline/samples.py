@@ -27,9 +27,10 @@ Shape pools: each split draws its objects from a pool of its own (:func:`shape_p
 paper keeps separate shape sets: ``dataset.shape_pool[split]`` procedural shapes whose seeds
 derive from (``dataset.seed``, split, member index) and carry the split in their two lowest bits
 (so no two splits can share one), cycling through the non-sphere kinds of ``dataset.shapes``,
-plus the OBJ/PLY files of ``dataset.mesh_dirs[split]``, identified by content hash (a file in two
-splits is an InputError). The sphere, if listed, is one shape: each pool then holds it once,
-shared by every split (it is exempt from the disjointness check, and left out by default).
+plus the OBJ/PLY files of ``dataset.mesh_dirs[split]`` (an empty directory: none), identified by
+content hash (a file in two splits is an InputError). The sphere, if listed, is one shape: each
+pool then holds it once, shared by every split (it is exempt from the disjointness check, and left
+out by default).
 
 Materials: z ~ U[0, 1]^6, except that in splits with ``measured_fraction`` > 0 that fraction of
 observations uses a measured BRDF (the ``materials`` section: the built-in measured-like tables
@@ -207,7 +208,7 @@ def shape_pools(settings: DatasetSettings) -> dict[str, tuple[PoolShape, ...]]:
             raise InputError(
                 "params.yaml",
                 f"the {split} split has no shapes: dataset.shape_pool.{split} is 0 (or dataset.shapes "
-                f"is empty) and dataset.mesh_dirs.{split} is unset",
+                f"is empty) and dataset.mesh_dirs.{split} is unset or holds no .obj/.ply files",
             )
         pools[split] = tuple(members)
     _check_disjoint(pools)
@@ -237,9 +238,8 @@ def _mesh_members(directory: Path, split: str) -> list[PoolShape]:
 
     if not directory.is_dir():
         raise InputError(directory, f"dataset.mesh_dirs.{split}: not a directory")
+    # Other files (a README, .gitkeep) are ignored: an empty directory adds no shapes.
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES)
-    if not files:
-        raise InputError(directory, f"dataset.mesh_dirs.{split}: no {'/'.join(sorted(MESH_SUFFIXES))} files")
     return [PoolShape(str(path), 0, _mesh_sha256(str(path), *_version(path))) for path in files]
 
 

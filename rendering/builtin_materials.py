@@ -237,15 +237,14 @@ def builtin_materials(
 def load_measured_dir(path: str | os.PathLike) -> dict[str, MerlBrdf]:
     """Every MERL ``.binary`` file in a directory, by file stem, sorted by name.
 
-    Raises one InputError naming the directory and every unreadable file with its problem, so a
-    user fixes them all at once; also when the directory is missing or holds no ``.binary``.
+    Other files (a README, .gitkeep) are ignored, so an empty directory is no materials. Raises one
+    InputError naming the directory and every unreadable file with its problem, so a user fixes
+    them all at once; also when the directory is missing.
     """
     path = Path(path)
     if not path.is_dir():
         raise InputError(path, "directory of MERL .binary files does not exist")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == MERL_SUFFIX and p.is_file())
-    if not files:
-        raise InputError(path, f"holds no MERL {MERL_SUFFIX} files")
     out, problems = {}, []
     for file in files:
         try:

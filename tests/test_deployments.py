@@ -108,6 +108,7 @@ def _tiny_workspace(root: Path) -> Path:
     }
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(REPO / "data" / "user", root / "data" / "user")  # params.yaml's (empty) user dirs
     return root
 
 

@@ -133,9 +133,13 @@ def test_one_mesh_in_two_splits_or_a_bad_mesh_directory_is_refused(tmp_path):
     with pytest.raises(InputError, match="not a directory"):
         shape_pools(settings(mesh_dirs={"test": str(tmp_path / "missing")}))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no .obj/.ply files"):
-        shape_pools(settings(mesh_dirs={"test": str(tmp_path / "empty")}))
+    (tmp_path / "empty" / ".gitkeep").touch()  # an empty directory (as data/user/meshes/*) adds nothing
+    assert shape_pools(settings(mesh_dirs={"test": str(tmp_path / "empty")})) == shape_pools(settings())
     with pytest.raises(InputError, match="val split has no shapes"):
         shape_pools(settings(shape_pool={"train": 2, "val": 0, "test": 2}))
+    with pytest.raises(InputError, match="val split has no shapes.*holds no .obj/.ply files"):
+        shape_pools(
+            settings(shape_pool={"train": 2, "val": 0, "test": 2}, mesh_dirs={"val": str(tmp_path / "empty")})
+        )
     with pytest.raises(InputError, match="unknown shapes"):
         shape_pools(settings(shapes=("torus",)))
