@@ -202,7 +202,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def report_lines(result: dict[str, Any]) -> list[str]:
     """The printed figures; the headline is the last line."""
     lines = ["", "== mirror refmap against the truth: mean / median, share of items won vs observation =="]
-    lines.append(f"{'method':14s}" + "".join(f"{h:>34s}" for h in METRICS.values()))
+    lines.append(f"{'':14s}" + "".join(f"{h:>34s}" for h in METRICS.values()))
+    lines.append(f"{'method':14s}" + f"{'mean':>12s}{'median':>12s}{'won':>9s} " * len(METRICS))
     for method, entry in result["summary"].items():
         cells = "".join(
             f"{entry[m]['mean']:12.4f}{entry[m]['median']:12.4f}{entry[m]['won']:9.0%} " for m in METRICS
