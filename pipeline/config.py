@@ -37,3 +37,28 @@ def profile_params(params: dict[str, Any], profile: str | None = None) -> dict[s
     if name not in profiles:
         raise InputError("params.yaml", f"unknown profile {name!r}; defined: {sorted(profiles)}")
     return {"name": name, **profiles[name]}
+
+
+DATA_SECTIONS = ("envmaps", "envmaps_split", "dataset")  # sections a profile may override
+
+
+def with_profile(params: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """params with the selected profile's blocks of the data sections merged in key by key
+    (nested mappings recursively): ``profiles.cpu.dataset.samples`` overrides ``dataset.samples``."""
+    if not params.get("profiles"):
+        return params  # a bare set of sections (tests, scripts): nothing to merge
+    chosen = profile_params(params, profile)
+    merged = dict(params)
+    for name in DATA_SECTIONS:
+        if isinstance(chosen.get(name), dict):
+            merged[name] = _merge(dict(params.get(name) or {}), chosen[name])
+    return merged
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _merge(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base

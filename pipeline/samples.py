@@ -123,8 +123,9 @@ class DatasetSettings:
 
 def settings_from_params(params: dict[str, Any], profile: str | None = None) -> DatasetSettings:
     """params.yaml (``dataset`` section, the selected profile, ``drm``) → DatasetSettings."""
-    from pipeline.config import profile_params
+    from pipeline.config import profile_params, with_profile
 
+    params = with_profile(params, profile)
     section = dict(params.get("dataset") or {})
     chosen = profile_params(params, profile)
     try:
@@ -301,7 +302,9 @@ class Augmentation:
             raise InputError("params.yaml", f"dataset.augmentation: unknown keys {sorted(unknown)}")
         made = cls(**{**section, "splits": tuple(section.get("splits", cls.splits))})
         if not 0 <= made.flip <= 1 or min(made.tilt_deg, made.exposure_stops, made.tint) < 0:
-            raise InputError("params.yaml", f"dataset.augmentation: flip must be in [0, 1], the rest ≥ 0: {section}")
+            raise InputError(
+                "params.yaml", f"dataset.augmentation: flip must be in [0, 1], the rest ≥ 0: {section}"
+            )
         return made
 
     def applies(self, split: str, envmap_id: str) -> bool:
@@ -330,12 +333,16 @@ def draw_envmap(settings: DatasetSettings, split: str, index: int, envmap_ids: l
         on_files = int(np.floor((block + 1) * fraction)) > before
         pool, position = (files, before) if on_files else (generated, block - before)
         order_key = (_stable(split), _stable("files" if on_files else "generated"))
-    order = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=order_key)).permutation(len(pool))
+    order = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=order_key)).permutation(
+        len(pool)
+    )
     envmap_id = pool[int(order[position % len(pool)])]
     augmentation = Augmentation.from_dict(settings.augmentation)
     if not augmentation.applies(split, envmap_id):
         return EnvmapDraw(envmap_id)
-    rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(_stable("block"), _stable(split), block)))
+    rng = np.random.default_rng(
+        np.random.SeedSequence(settings.seed, spawn_key=(_stable("block"), _stable(split), block))
+    )
     flip = bool(rng.random() < augmentation.flip)
     tilt = float(np.radians(rng.uniform(-augmentation.tilt_deg, augmentation.tilt_deg)))
     return EnvmapDraw(envmap_id, flip, tilt)
@@ -465,7 +472,9 @@ def make_sample(plan: SamplePlan, envmap: np.ndarray, settings: DatasetSettings)
     return make_samples([plan], augmented_envmap(envmap, plan.envmap_draw), settings)[0]
 
 
-def make_samples(plans: list[SamplePlan], envmap: np.ndarray, settings: DatasetSettings) -> list[dict[str, Any]]:
+def make_samples(
+    plans: list[SamplePlan], envmap: np.ndarray, settings: DatasetSettings
+) -> list[dict[str, Any]]:
     """Render samples that share one (already augmented) envmap (H, 2H, 3): all their principled
     refmaps in ONE render call, each with its sample's seed (bit-identical to one call per
     sample). Arrays are float32 (mask uint8); scalars go to the sample's metadata."""
@@ -481,7 +490,12 @@ def make_samples(plans: list[SamplePlan], envmap: np.ndarray, settings: DatasetS
         azimuths.append(np.full(len(materials), plan.view_azimuth))
         seeds.append(np.full(len(materials), plan.render_seed, dtype=np.int64))
     rendered = render_refmaps(
-        envmap, np.concatenate(stacks), np.concatenate(azimuths), settings.res, settings.spp, np.concatenate(seeds)
+        envmap,
+        np.concatenate(stacks),
+        np.concatenate(azimuths),
+        settings.res,
+        settings.spp,
+        np.concatenate(seeds),
     )
     offsets = np.cumsum([0] + [len(m) for m in stacks])
     return [

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import with_profile
 from pipeline.samples import SPLITS
 from rendering.errors import InputError
 
@@ -42,7 +43,7 @@ class SplitSettings:
 
 
 def split_settings_from_params(params: dict[str, Any]) -> SplitSettings:
-    section = dict(params.get("envmaps_split") or {})
+    section = dict(with_profile(params).get("envmaps_split") or {})
     unknown = set(section) - {"seed", "proportions"}
     if unknown:
         raise InputError("params.yaml", f"envmaps_split: unknown keys {sorted(unknown)}")
@@ -99,6 +100,7 @@ def plan_envmap_splits(params: dict[str, Any]) -> dict[str, list]:
     from rendering.envmap_sources import USER_KIND, EnvmapParams, plan_envmaps
     from rendering.file_hash import file_sha256
 
+    params = with_profile(params)
     sources = EnvmapParams.from_params(params)
     real = sources.real_cache_dir if sources.real else None
     specs = plan_envmaps(sources.n, sources.seed, sources.kinds, sources.user_dir, real)
@@ -121,10 +123,13 @@ def make_envmap_splits(params: dict[str, Any], out_dir: str | os.PathLike, progr
     from rendering.envmap_sources import EnvmapDirectory, EnvmapParams, envmap_stats, produce_envmap
     from rendering.hdrio import write_exr
 
+    params = with_profile(params)
     sources = EnvmapParams.from_params(params)
     plan = plan_envmap_splits(params)
     directory = (
-        EnvmapDirectory(sources.user_dir, sources.res, sources.cache_dir) if sources.user_dir else None
+        EnvmapDirectory(sources.user_dir, sources.res, sources.cache_dir, sources.repair)
+        if sources.user_dir
+        else None
     )
     if directory is not None:
         directory.check()  # every bad user file named in one error, before anything is written
@@ -143,7 +148,7 @@ def make_envmap_splits(params: dict[str, Any], out_dir: str | os.PathLike, progr
                         target, f"exists with height {envmap.shape[0]}, not {sources.res}: use another --out"
                     )
             else:
-                envmap = produce_envmap(spec, sources.res, directory, sources.room_spp)
+                envmap = produce_envmap(spec, sources.res, directory, sources.room_spp, sources.repair)
                 write_exr(target, envmap)
             rows.append({**envmap_stats(envmap, spec), "split": split, "sha256": file_sha256(target)})
             done += 1

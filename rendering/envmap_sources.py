@@ -188,7 +188,14 @@ class EnvmapDirectory:
     are kept (None: no cache).
     """
 
-    def __init__(self, path: str | os.PathLike, height: int, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        height: int,
+        cache_dir: str | os.PathLike | None = None,
+        repair: bool = False,  # fill NaN/Inf pixels (rendering.radiance) instead of refusing the file
+    ):
+        self.repair = repair
         self.path = Path(path)
         self.height = int(height)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -208,7 +215,7 @@ class EnvmapDirectory:
             cached = self.cache_dir / f"{file_sha256(path)}-h{self.height}.npy"
             if cached.exists():
                 return np.load(cached)
-        envmap = resample_envmap(read_envmap(path), self.height)
+        envmap = resample_envmap(read_envmap(path, self.repair), self.height)
         if cached is not None:
             _atomic_write_bytes(cached, lambda tmp: np.save(tmp, envmap))
         return envmap
@@ -232,13 +239,21 @@ class EnvmapDirectory:
 
 
 def produce_envmap(
-    spec: EnvmapSpec, height: int, directory: EnvmapDirectory | None = None, room_spp: int = 64
+    spec: EnvmapSpec,
+    height: int,
+    directory: EnvmapDirectory | None = None,
+    room_spp: int = 64,
+    repair: bool = False,
 ):
     """The (H, 2H, 3) float32 envmap of ``spec``."""
     from rendering.procedural_envmaps import make_envmap
 
     if spec.kind in FILE_KINDS:
-        loader = directory if directory is not None else EnvmapDirectory(Path(spec.path).parent, height)
+        loader = (
+            directory
+            if directory is not None
+            else EnvmapDirectory(Path(spec.path).parent, height, None, repair)
+        )
         return loader.load(spec.path)
     if spec.kind == "room":
         from rendering.procedural_envmaps import make_room
@@ -261,7 +276,9 @@ def envmap_stats(envmap: np.ndarray, spec: EnvmapSpec) -> dict[str, Any]:
         "id": spec.id,
         "kind": spec.kind,
         "seed": spec.seed,
-        "source": provenance(spec.id.removeprefix(f"{REAL_KIND}-")) if spec.kind == REAL_KIND else spec.path or "",
+        "source": provenance(spec.id.removeprefix(f"{REAL_KIND}-"))
+        if spec.kind == REAL_KIND
+        else spec.path or "",
         "license": "CC0-1.0" if spec.kind == REAL_KIND else "",
         "height": int(height),
         "dynamic_range": float(lum.max() / median) if median > 0 else float("inf"),

@@ -150,7 +150,9 @@ def clean_radiance(
         if shares[c] < TINY_SHARE:
             image[..., c] = np.maximum(image[..., c], 0.0)
         else:
-            image[..., c] = _redistribute(image[..., c].astype(np.float64), row_weights, wrap).astype(np.float32)
+            image[..., c] = _redistribute(image[..., c].astype(np.float64), row_weights, wrap).astype(
+                np.float32
+            )
     power_after = tuple(float(np.sum(image[..., c] * w)) for c in range(3))
     report = RepairReport(negative, minimum, share, nonfinite, rule, power_before, power_after)
     if warn:

@@ -53,7 +53,9 @@ REAL_SPLITS: dict[str, tuple[str, ...]] = {
     "test": ("city", "forest", "night", "park", "sky"),
 }  # fmt: skip
 REAL_MAPS = tuple(sorted(name for names in REAL_SPLITS.values() for name in names))
-_DATA_URL = re.compile(rb"""^\s*export\s+default\s+['"]data:application/exr;base64,([A-Za-z0-9+/=]+)['"]\s*;?\s*$""")
+_DATA_URL = re.compile(
+    rb"""^\s*export\s+default\s+['"]data:application/exr;base64,([A-Za-z0-9+/=]+)['"]\s*;?\s*$"""
+)
 
 
 def real_split(name: str) -> str:
@@ -155,4 +157,3 @@ def real_envmap_files(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> dict[str,
 def provenance(name: str) -> str:
     """Where real map ``name`` comes from (recorded in the envmaps table)."""
     return f"polyhaven via npm {PACKAGE}@{VERSION} {MODULE_DIR.removeprefix('package/')}{name}.exr.js"
-
