@@ -22,3 +22,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def real_envmap_files() -> dict:
+    """name → decoded .exr of the 18 built-in real maps, in the project's cache (data/real_envmaps:
+    `npm pack` fetches the package once; later sessions and `make demo` reuse it)."""
+    from pathlib import Path
+
+    from rendering.real_envmaps import DEFAULT_CACHE, real_envmap_files
+
+    return real_envmap_files(Path(__file__).resolve().parent.parent / DEFAULT_CACHE)
