@@ -1,4 +1,4 @@
-"""drmnet commands: estimate, evaluate, report, relight."""
+"""drmnet commands: estimate, export-model, evaluate, report, relight."""
 
 from __future__ import annotations
 
@@ -29,12 +29,20 @@ def estimate(
     mask: Annotated[
         Path | None, typer.Argument(help="Object mask (.png); default: non-zero normals.")
     ] = None,
-    model: Annotated[str, typer.Option(help="DRMNet: model URI or checkpoint directory.")] = (
-        "models:/drmnet@champion"
-    ),
-    obsnet: Annotated[str, typer.Option(help="ObsNet: model URI or checkpoint directory ('none': skip).")] = (
-        "models:/obsnet@champion"
-    ),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="DRMNet: model URI or model/checkpoint directory (default: the registry's "
+            "models:/drmnet@champion, else the shipped pretrained/cpu/drmnet)."
+        ),
+    ] = None,
+    obsnet: Annotated[
+        str | None,
+        typer.Option(
+            help="ObsNet: model URI or model/checkpoint directory, 'none' to skip (default: the "
+            "registry's models:/obsnet@champion, else the shipped pretrained/cpu/obsnet)."
+        ),
+    ] = None,
     samples: Annotated[
         int | None, typer.Option(help="Stochastic samples N (default: estimate.samples).")
     ] = None,
@@ -69,6 +77,7 @@ def estimate(
         raise InputError("--samples", f"must be ≥ 1, got {settings.samples}")
     if settings.erode < 0:
         raise InputError("--erode", f"must be ≥ 0, got {settings.erode}")
+    model, obsnet = _model_or_default("drmnet", model), _model_or_default("obsnet", obsnet)
     estimator = load_estimator(model, None if obsnet.lower() == "none" else obsnet)
     estimation, pixels, object_mask = estimate_files(
         estimator, image, normals, mask, settings, progress=True, repair=repair
@@ -83,6 +92,36 @@ def estimate(
     write_estimation(estimation, out, pixels, object_mask, settings, inputs)
     steps = ", ".join(str(int(s)) for s in estimation.steps)
     print(f"{settings.samples} samples (DRM steps {steps}) → {out}/ (overview: {out / 'overview.png'})")
+
+
+def _model_or_default(net: str, given: str | None) -> str:
+    """The model given, or the default of pipeline/pretrained.py, named on stderr."""
+    if given is not None:
+        return given
+    from pipeline.pretrained import default_model
+
+    reference, line = default_model(net)
+    typer.echo(line, err=True)
+    return reference
+
+
+@app.command("export-model")
+def export_model(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="Checkpoint directory, e.g. checkpoints/drmnet (what `drmnet train` writes)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Model directory to write, e.g. pretrained/cpu/drmnet.")],
+) -> None:
+    """Export the inference part of a checkpoint (config.json + EMA weights, no optimiser state)
+    into a self-contained model directory that `drmnet estimate --model` loads, with its
+    provenance (samples, training settings, data version, git commit) in provenance.json."""
+    from pipeline.pretrained import export_model as export
+
+    directory = export(checkpoint, out)
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            print(f"{path}  ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @app.command("evaluate")
