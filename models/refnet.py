@@ -2,8 +2,9 @@
 
 Input: L_k concatenated with L_K in the transformed domain, (B, 6, R, R); embedding: the reversed
 step index K−1−k (the number of reverse steps taken so far) through sinusoidal features and an
-MLP. Output: z_K, (B, 6), squashed to [0, 1] by a sigmoid. The current material z_k follows from
-z_K by the schedule (:func:`models.drm.material_at`).
+MLP. Output: z_K, (B, 6), linear, as in the paper's released code (a sigmoid's flat tails slow
+the learning of materials near 0 and 1, where z0 sits); the sampler clamps it to [0, 1]. The
+current material z_k follows from z_K by the schedule (:func:`models.drm.material_at`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class RefNet(nn.Module):
         self.encoder = EncoderUNet(6, MATERIAL_DIM, config, resolution)
 
     def forward(self, refmap: torch.Tensor, observation: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """refmap, observation (B, 3, R, R) in T domain; step = K−1−k (B,) → z_K (B, 6) in [0, 1]."""
+        """refmap, observation (B, 3, R, R) in T domain; step = K−1−k (B,) → z_K (B, 6), unbounded
+        (≈ [0, 1] once trained; clamp for use)."""
         emb = self.embed(sinusoidal_embedding(step, self.step_features))
-        return torch.sigmoid(self.encoder(torch.cat([refmap, observation], dim=1), emb))
+        return self.encoder(torch.cat([refmap, observation], dim=1), emb)

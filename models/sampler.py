@@ -1,10 +1,12 @@
 """The DRM sampler: from an observed refmap to the refmap of a perfect mirror, step by step.
 
 All in the transformed domain (:func:`models.drm.to_network`). Start from L_K + δ·noise; at step
-i = 0, 1, …: RefNet → ẑ_K, ẑ_k = z0 + γ^i (ẑ_K − z0); a sample stops once ‖ẑ_k − z0‖ < ε,
-otherwise L ← L + IllNet(L, L_K, ẑ_k − z0) + δ·noise. A sample never takes more than
-``max_steps`` IllNet steps. Each sample of a batch stops on its own; the networks only run on the
-samples still going.
+i = 0, 1, …: RefNet → ẑ_K (clamped to [0, 1]), ẑ_k = z0 + γ^i (ẑ_K − z0);
+L ← L + IllNet(L, L_K, ẑ_k − z0), plus δ·noise unless the sample stops here: once ‖ẑ_k − z0‖ < ε
+(or after ``max_steps`` steps) that noise-free step is its last, as in the paper's released code,
+so the result carries no sampling noise of its own (the trained IllNet also removes the noise in
+its input). Each sample of a batch stops on its own; the networks only run on the samples still
+going.
 
 Progress: an optional ``progress(step, max_steps, running)`` callback (:data:`DRMProgress`) is
 called after each step, so that a caller can show a progress bar without this module knowing
@@ -23,10 +25,9 @@ from models.config import DRMConfig
 from models.drm import mirror_material
 
 # progress(step, max_steps, running): called once after each step, step = 1, 2, … (at most
-# max_steps calls), once that step's samples have been checked for convergence; running = the
-# samples that have taken ``step`` steps and still have not converged. It never increases, and
-# the last call's value is the number of samples that end unconverged (those stopped by
-# max_steps). Not called when every sample stops before its first step.
+# max_steps calls); running = the samples that took that step and had not converged before it
+# (they go on, unless the step budget is spent). It never increases, and the last call's value
+# is the number of samples that end unconverged (those stopped by max_steps).
 DRMProgress = Callable[[int, int, int], None]
 
 
@@ -78,22 +79,23 @@ def sample_drm(
         if idx.numel() == 0:
             break
         step_index = torch.full((idx.numel(),), i, dtype=torch.long, device=device)
-        z_K = refnet(state[idx], observation[idx], step_index).float()
+        z_K = refnet(state[idx], observation[idx], step_index).float().clamp(0.0, 1.0)
         material[idx] = z_K
+        if i == max_steps:  # only with max_steps = 0: RefNet's answer, no step
+            break
         z_k = z0 + config.gamma**i * (z_K - z0)
         done = (z_k - z0).norm(dim=1) < config.eps
         converged[idx[done]] = True
-        if progress is not None and i > 0:
-            progress(i, max_steps, int((~done).sum()))
-        if i == max_steps:
-            done = torch.ones_like(done)
-        active[idx[done]] = False
-        go, dz = idx[~done], z_k[~done] - z0
+        last = done | (i == max_steps - 1)  # this step is the sample's last: no noise after it
+        active[idx[last]] = False
         step_noise = noise()
-        if go.numel():
-            residual = illnet(state[go], observation[go], dz).to(state.dtype)
-            state[go] = state[go] + residual + config.sampling_noise * step_noise[go]
-            steps[go] += 1
-        if intermediates is not None and go.numel():
+        residual = illnet(state[idx], observation[idx], z_k - z0).to(state.dtype)
+        state[idx] = state[idx] + residual
+        going = idx[~last]
+        state[going] = state[going] + config.sampling_noise * step_noise[going]
+        steps[idx] += 1
+        if progress is not None:
+            progress(i + 1, max_steps, int((~done).sum()))
+        if intermediates is not None:
             intermediates.append(state.clone())
     return DRMSamples(state, material, steps, converged, intermediates)
