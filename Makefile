@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check -q $(if $(WHEELS),--find-links $(WHEELS))
 
-.PHONY: setup test demo bench lint ui clean-venv llvm
+.PHONY: setup test demo bench lint ui clean-venv llvm npm
 
-setup: $(STAMP) llvm
+setup: $(STAMP) llvm npm
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ llvm:
 	  echo "installing Debian's libllvm19 for Mitsuba's llvm variant"; \
 	  apt-get update -qq && apt-get install -y -qq libllvm19 >/dev/null; }
 
+# The built-in real envmaps come from npm's @pmndrs/assets (rendering/real_envmaps.py fetches the
+# package once with `npm pack` into data/real_envmaps); Debian's npm when none is installed.
+npm:
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian's npm for the built-in real envmaps"; \
+	  apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
+
 test: setup
 	$(BIN)/python -m pytest -q
 
@@ -36,6 +43,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/resample.py
 
 lint: setup
 	$(BIN)/ruff check .
