@@ -2,7 +2,7 @@
 answer is than the observation itself read as a mirror. Trains nothing; no ObsNet (full
 observations), so the figures measure the DRM process alone.
 
-    .venv/bin/python benchmarks/quality.py [--model models:/drmnet@champion] \\
+    .venv/bin/python benchmarks/quality.py [--model MODEL] \\
         [--envmaps data/envmaps/test] [--kinds real] [--items-per-map 16] [--samples 4] \\
         [--spp 64] [--seed 0] [--threads 1] [--json OUT]
 
@@ -233,7 +233,12 @@ def report_lines(result: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="models:/drmnet@champion", help="registry URI or model directory")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="registry URI or model directory (default: as `drmnet estimate`: the registry's champion, "
+        "else the shipped pretrained/cpu model)",
+    )
     parser.add_argument("--envmaps", default="data/envmaps/test", help="envmap split directory")
     parser.add_argument("--kinds", default="real", help="envmap kinds, comma-separated, or 'all'")
     parser.add_argument("--items-per-map", type=int, default=16, help="materials × views per envmap")
@@ -258,6 +263,11 @@ def main() -> None:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.model is None:
+        from pipeline.pretrained import default_model
+
+        args.model, line = default_model("drmnet")
+        print(line, file=sys.stderr)
     ensure_variant()
     estimator = load_estimator(args.model)
     chosen = select_envmaps(args.envmaps, args.kinds)

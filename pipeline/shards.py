@@ -12,10 +12,14 @@ float16 after multiplying the whole sample's images by one power of two, 2^−e,
 brightest value lands at or below 2^15 (float16 holds up to 65,504); ``e`` is the metadata field
 ``half_exponent``, and decoding (:func:`read_shard`, the training reader) multiplies by 2^e in
 float32. Powers of two are exact, so the only error is float16's rounding, a relative 2^−11 ≈
-4.9e−4 at most (half that on average): an order of magnitude below the refmaps' Monte Carlo noise
-at the profiles' spp (``benchmarks/dataset.py`` measures both). Values down to 2^−29 ≈ 2e−9 of
-the brightest keep that precision (float16's smallest normal is 2^−14). A 32² DRMNet sample
-takes 25 KB instead of 49 KB: 10⁶ samples fit in 25 GB.
+4.9e−4 at most per value (values down to 2^−29 of the brightest keep that precision; float16's
+smallest normal is 2^−14). Measured (``benchmarks/dataset.py --parts noise``, 32², 64 spp): on
+a refmap that is 0.02× its Monte Carlo noise. On the DRM step L_{k−1} − L_k it is not negligible
+near the mirror, where the step shrinks to ~0.1 % of L_k while common random numbers cancel most
+of its Monte Carlo noise: float16 then adds more error to the step than the noise does in about a
+third of the samples (the low k). That error is zero-mean rounding, i.e. label noise ~5e−5 in the
+networks' log domain, against the σ = 0.02 input noise IllNet learns to remove. A 32² DRMNet sample
+takes 33 KB instead of 57 KB: 10⁵ samples fit in 3.3 GB, 10⁶ in 33 GB.
 
 Shards are written to a temporary name in the target directory and renamed when complete:
 an interrupted run never leaves a partial shard under a shard's name.
