@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from pipeline.cli import dataset, estimate, objects, render, train, workspace  # noqa: F401  (register commands)
 from pipeline.cli.app import app
 from rendering.errors import InputError
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about the user's input (e.g. a repaired HDR file) as one line each, no source line."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main() -> None:
-    """Run the CLI; bad input ends with its one-line message and exit code 2, not a traceback."""
+    """Run the CLI; bad input ends with its one-line message and exit code 2, not a traceback;
+    warnings are one line each."""
+    if warnings.showwarning is getattr(warnings, "_showwarning_orig", None):  # not when captured (tests)
+        warnings.showwarning = _one_line
     try:
         app()
     except InputError as error:
