@@ -10,16 +10,15 @@ from pipeline.cli.app import app
 from rendering.errors import InputError
 
 
-def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+def _one_line(message, category, filename, lineno, line=None) -> str:
     """Warnings about the user's input (e.g. a repaired HDR file) as one line each, no source line."""
-    print(f"warning: {message}", file=file or sys.stderr)
+    return f"warning: {message}\n"
 
 
 def main() -> None:
     """Run the CLI; bad input ends with its one-line message and exit code 2, not a traceback;
     warnings are one line each."""
-    if warnings.showwarning is getattr(warnings, "_showwarning_orig", None):  # not when captured (tests)
-        warnings.showwarning = _one_line
+    warnings.formatwarning = _one_line  # how printed warnings look; recorded ones (tests) are untouched
     try:
         app()
     except InputError as error:
