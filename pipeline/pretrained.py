@@ -40,12 +40,19 @@ def shipped_model_dir(net: str, profile: str = DEFAULT_PROFILE) -> Path:
     return PRETRAINED_DIR / profile / net
 
 
-def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+WEIGHT_DTYPES = ("float32", "float16")  # how exported weights may be stored
+
+
+def export_model(
+    checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32"
+) -> Path:
     """Copy the inference part of a checkpoint (or model) directory, ``config.json`` and the EMA
     weights ``ema.safetensors``, into the model directory ``out``, with ``provenance.json``: the
     samples the weights have seen, whether the run finished, what it was trained from (the
     checkpoint's fingerprint: network, training settings, data version), the git commit and the
-    date. The copy is checked to load before it replaces any file in ``out``. Returns ``out``."""
+    date. ``dtype="float16"`` stores the weights at half precision (half the bytes; networks load
+    them back as float32, see ``benchmarks/quality.py`` for the effect on quality). The copy is
+    checked to load before it replaces any file in ``out``. Returns ``out``."""
     from models.weights import CONFIG_FILE, WEIGHTS_FILE, load_networks
     from pipeline.registry import git_commit
     from pipeline.training.checkpoint import STATE_FILE
@@ -58,9 +65,11 @@ def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike) -> P
             raise InputError(source, f"has no {name}: not a trained checkpoint or model directory")
     if out.resolve() == source.resolve():
         raise InputError(out, "is the checkpoint itself; export to another directory")
+    if dtype not in WEIGHT_DTYPES:
+        raise InputError("--dtype", f"{dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
 
     samples = _weights_samples(source / WEIGHTS_FILE)
-    provenance: dict[str, Any] = {"source": str(source), "samples": samples}
+    provenance: dict[str, Any] = {"source": str(source), "samples": samples, "dtype": dtype}
     if (source / STATE_FILE).is_file():
         state = _training_state(source / STATE_FILE)
         if samples is not None and int(state.get("samples", -1)) != samples:
@@ -75,8 +84,8 @@ def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike) -> P
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:
         staged = Path(tmp)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            shutil.copyfile(source / name, staged / name)
+        shutil.copyfile(source / CONFIG_FILE, staged / CONFIG_FILE)
+        _copy_weights(source / WEIGHTS_FILE, staged / WEIGHTS_FILE, dtype)
         (staged / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         try:
             load_networks(staged)
@@ -85,6 +94,23 @@ def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike) -> P
         for name in (CONFIG_FILE, WEIGHTS_FILE, PROVENANCE_FILE):
             os.replace(staged / name, out / name)
     return out
+
+
+def _copy_weights(source: Path, target: Path, dtype: str) -> None:
+    """The weights file as it is (float32) or with every floating tensor cast to ``dtype``,
+    metadata kept."""
+    if dtype == "float32":
+        shutil.copyfile(source, target)
+        return
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(source, framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    cast = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(cast, target, metadata=metadata)
 
 
 def _weights_samples(path: Path) -> int | None:

@@ -182,6 +182,34 @@ def test_an_exported_model_is_the_inference_part_of_its_checkpoint(
         torch.testing.assert_close(getattr(runs[0], name), getattr(runs[1], name), rtol=0, atol=0)
 
 
+def test_a_float16_export_halves_the_weights_and_loads_as_float32(checkpoints, tmp_path, monkeypatch, capsys):
+    """`--dtype float16` stores each weight rounded to half precision (what the shipped model
+    uses to stay a few MB); the networks load it back as float32."""
+    from safetensors.torch import load_file
+
+    from models.weights import load_networks
+
+    out = tmp_path / "half"
+    code, stdout, stderr = run_cli(
+        ["export-model", checkpoints["drmnet"], "--out", out, "--dtype", "float16"], monkeypatch, capsys
+    )
+    assert code == 0, stdout + stderr
+    full, half = load_file(checkpoints["drmnet"] / "ema.safetensors"), load_file(out / "ema.safetensors")
+    assert full.keys() == half.keys()
+    for key, value in full.items():
+        assert half[key].dtype == torch.float16, key
+        torch.testing.assert_close(half[key], value.half(), rtol=0, atol=0)
+    assert (out / "ema.safetensors").stat().st_size < 0.6 * (checkpoints["drmnet"] / "ema.safetensors").stat().st_size
+    assert json.loads((out / "provenance.json").read_text())["dtype"] == "float16"
+    _, nets = load_networks(out)
+    assert all(p.dtype == torch.float32 for net in nets.values() for p in net.parameters())
+
+    code, _, stderr = run_cli(
+        ["export-model", checkpoints["drmnet"], "--out", tmp_path / "bad", "--dtype", "int8"], monkeypatch, capsys
+    )
+    assert code == 2 and "--dtype: 'int8' is not one of float32, float16" in stderr, stderr
+
+
 def test_export_refuses_a_directory_without_a_model(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
     code, _, stderr = run_cli(

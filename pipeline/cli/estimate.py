@@ -8,6 +8,16 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app
+from pipeline.cli.checks import (
+    MAX_ENVMAP_HEIGHT,
+    MAX_IMAGE_RES,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MAX_SPP,
+    check_out_dir,
+    check_out_file,
+    check_range,
+)
 from rendering.errors import InputError
 
 
@@ -77,6 +87,10 @@ def estimate(
         raise InputError("--samples", f"must be ≥ 1, got {settings.samples}")
     if settings.erode < 0:
         raise InputError("--erode", f"must be ≥ 0, got {settings.erode}")
+    check_range("--samples", settings.samples, 1, MAX_SAMPLES)
+    check_range("--res", settings.envmap_height, 2, MAX_ENVMAP_HEIGHT)
+    check_range("--seed", settings.seed, 0, MAX_SEED)
+    check_out_dir(out)
     model, obsnet = _model_or_default("drmnet", model), _model_or_default("obsnet", obsnet)
     estimator = load_estimator(model, None if obsnet.lower() == "none" else obsnet)
     estimation, pixels, object_mask = estimate_files(
@@ -112,13 +126,16 @@ def export_model(
         typer.Argument(help="Checkpoint directory, e.g. checkpoints/drmnet (what `drmnet train` writes)."),
     ],
     out: Annotated[Path, typer.Option(help="Model directory to write, e.g. pretrained/cpu/drmnet.")],
+    dtype: Annotated[
+        str, typer.Option(help="Stored precision of the weights: float32 (as trained) or float16 (half the bytes).")
+    ] = "float32",
 ) -> None:
     """Export the inference part of a checkpoint (config.json + EMA weights, no optimiser state)
     into a self-contained model directory that `drmnet estimate --model` loads, with its
     provenance (samples, training settings, data version, git commit) in provenance.json."""
     from pipeline.pretrained import export_model as export
 
-    directory = export(checkpoint, out)
+    directory = export(checkpoint, out, dtype)
     for path in sorted(directory.iterdir()):
         if path.is_file():
             print(f"{path}  ({path.stat().st_size / 1e6:.2f} MB)")
@@ -147,6 +164,7 @@ def evaluate(
     from pipeline.flows.evaluate import evaluate as evaluate_flow
     from pipeline.flows.evaluate import run_evaluation
 
+    check_out_dir(out)
     if flow:
         summary = evaluate_flow(str(params), model, obsnet, str(out))
     else:
@@ -175,6 +193,7 @@ def report(
     section = _section("report", params)
     eval_dir = eval_dir or Path(section.get("eval_dir", "eval"))
     out = out or Path(section.get("out_dir", "reports"))
+    check_out_dir(out)
     html_path, md_path = build_report(eval_dir, out)
     print(f"{html_path}\n{md_path}")
 
@@ -203,6 +222,11 @@ def relight(
     from rendering.relight import check_exr_path, load_shape, write_relit
 
     check_exr_path(out)
+    check_out_file(out)
+    check_out_file(preview, "--preview")
+    check_range("--res", res, 8, MAX_IMAGE_RES)
+    check_range("--spp", spp, 1, MAX_SPP)
+    check_range("--seed", seed, 0, MAX_SEED)
     z = parse_material(material)
     light = read_envmap(envmap)
     obj = render(light, load_shape(mesh, shape, seed), z, res=res, spp=spp, seed=seed, camera=camera)
