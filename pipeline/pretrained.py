@@ -43,9 +43,7 @@ def shipped_model_dir(net: str, profile: str = DEFAULT_PROFILE) -> Path:
 WEIGHT_DTYPES = ("float32", "float16")  # how exported weights may be stored
 
 
-def export_model(
-    checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32"
-) -> Path:
+def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32") -> Path:
     """Copy the inference part of a checkpoint (or model) directory, ``config.json`` and the EMA
     weights ``ema.safetensors``, into the model directory ``out``, with ``provenance.json``: the
     samples the weights have seen, whether the run finished, what it was trained from (the
@@ -115,10 +113,13 @@ def _copy_weights(source: Path, target: Path, dtype: str) -> None:
 
 def _weights_samples(path: Path) -> int | None:
     """The training samples a safetensors file records in its metadata (None: not recorded)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(path, framework="pt") as f:
-        value = (f.metadata() or {}).get("samples")
+    try:
+        with safe_open(path, framework="pt") as f:
+            value = (f.metadata() or {}).get("samples")
+    except SafetensorError as error:  # a truncated or overwritten file
+        raise InputError(path, f"unreadable or truncated safetensors file ({error})") from None
     return int(value) if value is not None else None
 
 

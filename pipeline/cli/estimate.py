@@ -127,7 +127,7 @@ def export_model(
     ],
     out: Annotated[Path, typer.Option(help="Model directory to write, e.g. pretrained/cpu/drmnet.")],
     dtype: Annotated[
-        str, typer.Option(help="Stored precision of the weights: float32 (as trained) or float16 (half the bytes).")
+        str, typer.Option(help="Weights precision: float32 (as trained) or float16 (half the bytes).")
     ] = "float32",
 ) -> None:
     """Export the inference part of a checkpoint (config.json + EMA weights, no optimiser state)
