@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,59 +112,151 @@ def plan_envmap_splits(params: dict[str, Any]) -> dict[str, list]:
 def make_envmap_splits(params: dict[str, Any], out_dir: str | os.PathLike, progress=None) -> dict[str, Path]:
     """Write every split's envmaps and stats table under ``out_dir``; returns split → directory.
 
-    A finished ``<id>.exr`` is kept (files are written atomically, so a killed run resumes); files
-    of an earlier plan that are not in this one are removed. ``progress(done, total, envmap_id)``
-    is called after each map.
+    All or nothing: every input is validated first, then all splits are built in a sibling
+    staging directory (``.<out>.new``) and swapped with ``out_dir`` at once (:func:`_swap_in`),
+    so a run that fails or is killed leaves the previous complete splits untouched, never one
+    split of the new plan beside stale others. ``out_dir`` may hold only the split directories.
+    A finished ``<id>.exr`` (of the staging directory a killed run left, or of the current
+    splits) is reused rather than made again. One writer at a time (:mod:`pipeline.locks`).
+    ``progress(done, total, envmap_id)`` is called after each map.
     """
+    from pipeline.locks import output_lock
+    from rendering.envmap_sources import EnvmapDirectory, EnvmapParams
+
+    params = with_profile(params)
+    sources = EnvmapParams.from_params(params)
+    target = Path(os.path.realpath(out_dir))  # swapped as a directory, not as a link to one
+    with output_lock(out_dir, "drmnet make-envmap-splits"):
+        _recover(target)
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in SPLITS) if target.is_dir() else []
+        if foreign:
+            listed = ", ".join(foreign[:3])
+            raise InputError(out_dir, f"holds more than the splits ({listed}): use another --out")
+        plan = plan_envmap_splits(params)
+        directory = (
+            EnvmapDirectory(sources.user_dir, sources.res, sources.cache_dir, sources.repair)
+            if sources.user_dir
+            else None
+        )
+        if directory is not None:
+            directory.check()  # every bad user file named in one error, before anything is written
+        staging = _sibling(target, "new")
+        _build_splits(plan, sources, directory, staging, [staging, target], progress)
+        _swap_in(staging, target)
+    return {split: Path(out_dir) / split for split in plan}
+
+
+def _sibling(out_dir: Path, role: str) -> Path:
+    """``<parent>/.<name>.<role>``: where a run builds (``new``) or parks (``old``) splits."""
+    return out_dir.parent / f".{out_dir.name}.{role}"
+
+
+def _build_splits(plan, sources, directory, staging: Path, reuse: list[Path], progress) -> None:
+    """Write the splits of ``plan`` into ``staging``, reusing a right-sized ``<id>.exr`` of a
+    directory in ``reuse``; the tables last."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipeline.shards import atomic_write_bytes, file_sha256
     from rendering.envmap import read_envmap
-    from rendering.envmap_sources import EnvmapDirectory, EnvmapParams, envmap_stats, produce_envmap
+    from rendering.envmap_sources import envmap_stats, produce_envmap
     from rendering.hdrio import write_exr
 
-    params = with_profile(params)
-    sources = EnvmapParams.from_params(params)
-    plan = plan_envmap_splits(params)
-    directory = (
-        EnvmapDirectory(sources.user_dir, sources.res, sources.cache_dir, sources.repair)
-        if sources.user_dir
-        else None
-    )
-    if directory is not None:
-        directory.check()  # every bad user file named in one error, before anything is written
-    out_dir, written, done = Path(out_dir), {}, 0
-    total = sum(len(specs) for specs in plan.values())
+    foreign = [p.name for p in staging.iterdir() if p.name not in SPLITS] if staging.is_dir() else []
+    if foreign:  # not ours: never written by a run of this function
+        raise InputError(staging, f"holds unexpected files ({foreign[:3]}): remove it and rerun")
+    done, total = 0, sum(len(specs) for specs in plan.values())
     for split, specs in plan.items():
-        split_dir = out_dir / split
+        split_dir = staging / split
         split_dir.mkdir(parents=True, exist_ok=True)
         rows = []
         for spec in specs:
             target = split_dir / f"{spec.id}.exr"
-            if target.exists():
-                envmap = read_envmap(target)
-                if envmap.shape[0] != sources.res:
-                    raise InputError(
-                        target, f"exists with height {envmap.shape[0]}, not {sources.res}: use another --out"
-                    )
-            else:
+            envmap = _reusable(target, [d / split / target.name for d in reuse], sources.res, read_envmap)
+            if envmap is None:
                 envmap = produce_envmap(spec, sources.res, directory, sources.room_spp, sources.repair)
                 write_exr(target, envmap)
             rows.append({**envmap_stats(envmap, spec), "split": split, "sha256": file_sha256(target)})
             done += 1
             if progress is not None:
                 progress(done, total, spec.id)
-        keep = {f"{spec.id}.exr" for spec in specs}
-        for stale in split_dir.glob("*.exr"):
+        keep = {f"{spec.id}.exr" for spec in specs} | {ENVMAP_TABLE}
+        for stale in split_dir.iterdir():
             if stale.name not in keep:
                 stale.unlink()
         buffer = io.BytesIO()
         columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {"id": [], "sha256": []}
         pq.write_table(pa.table(columns), buffer)
         atomic_write_bytes(split_dir / ENVMAP_TABLE, buffer.getvalue())
-        written[split] = split_dir
-    return written
+    for stale in staging.iterdir():
+        if stale.name not in plan:
+            shutil.rmtree(stale)
+
+
+def _reusable(target: Path, candidates: list[Path], height: int, read_envmap) -> np.ndarray | None:
+    """The envmap of the first candidate file of the right height, linked (or copied) to ``target``."""
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        envmap = read_envmap(candidate)
+        if envmap.shape[0] != height:
+            continue
+        if candidate != target:
+            target.unlink(missing_ok=True)
+            try:
+                os.link(candidate, target)
+            except OSError:  # no hard links on this file system
+                shutil.copy2(candidate, target)
+        return envmap
+    return None
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Make the complete ``staging`` the splits at ``out_dir`` and drop the previous ones.
+
+    One atomic ``renameat2(RENAME_EXCHANGE)`` where the file system has it (Linux ext4, xfs,
+    btrfs, tmpfs): readers see the old splits or the new ones, never a mix. Elsewhere two
+    renames, through ``.<out>.old``: a crash between them leaves no ``out_dir`` (readers then
+    say the splits are missing, nothing looks complete) and the next run restores the old one
+    (:func:`_recover`) before it starts.
+    """
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        return
+    if _exchange(staging, out_dir):
+        shutil.rmtree(staging)  # now the previous splits
+        return
+    old = _sibling(out_dir, "old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    shutil.rmtree(old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:  # not glibc ≥ 2.28, or not Linux
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _recover(out_dir: Path) -> None:
+    """After a crash between the two renames of :func:`_swap_in`: put the previous splits back."""
+    old = _sibling(out_dir, "old")
+    if old.is_dir() and not out_dir.exists():
+        os.rename(old, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_envmap_table(envmap_dir: str | os.PathLike, split: str):
