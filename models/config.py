@@ -1,5 +1,8 @@
 """Network sizes and process constants as typed, frozen dataclasses.
 
+Field metadata (``ge``, ``gt``, ``le``, ``lt``) bounds the numbers a params.yaml may give them
+(checked by pipeline/settings.py before a run starts).
+
 params.yaml holds them as plain data (``profiles.<name>.illnet`` …); :func:`drmnet_config` and
 :func:`obsnet_config` turn a profile block into these classes, and ``to_dict``/``from_dict``
 round-trip them through the ``config.json`` stored next to every set of weights, so a model
@@ -9,19 +12,23 @@ loads from its files alone.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
 class UNetConfig:
     """Size of one U-Net (or encoder U-Net)."""
 
-    channels: int = 8  # base channel count (defaults: the tiny profile)
-    multipliers: tuple[int, ...] = (1, 2, 2)  # channels per level = channels * multiplier
-    res_blocks: int = 1  # residual blocks per level
-    attention: tuple[int, ...] = (8,)  # feature-map resolutions (pixels) with self-attention
-    head_channels: int = 32  # channels per attention head (fewer channels → one head)
-    dropout: float = 0.0
+    # base channel count (defaults: the tiny profile)
+    channels: int = field(default=8, metadata={"ge": 1})
+    # channels per level = channels * multiplier
+    multipliers: tuple[int, ...] = field(default=(1, 2, 2), metadata={"ge": 1})
+    res_blocks: int = field(default=1, metadata={"ge": 1})  # residual blocks per level
+    # feature-map resolutions (pixels) with self-attention
+    attention: tuple[int, ...] = field(default=(8,), metadata={"ge": 1})
+    # channels per attention head (fewer channels → one head)
+    head_channels: int = field(default=32, metadata={"ge": 1})
+    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
 
     @property
     def emb_channels(self) -> int:
@@ -44,13 +51,21 @@ class UNetConfig:
 class DRMConfig:
     """Constants of the diffusion-reflectance-map process (DESIGN.md §3.4)."""
 
-    gamma: float = 0.95  # z_k = z0 + gamma^(K-1-k) (z_K - z0)
-    eps: float = 0.01  # a sample stops once ||z_k - z0|| < eps
-    z0: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)  # the perfect mirror
-    input_noise: float = 0.02  # sigma: noise on IllNet's input L_k in training (T domain)
-    sampling_noise: float = 0.025  # delta: noise added at every sampling step (T domain)
-    max_steps: int = 150  # a sample never takes more IllNet steps than this
-    target_geomean: float = 0.12  # geometric mean of luminance after intensity normalisation
+    # z_k = z0 + gamma^(K-1-k) (z_K - z0)
+    gamma: float = field(default=0.95, metadata={"gt": 0, "lt": 1})
+    eps: float = field(default=0.01, metadata={"gt": 0})  # a sample stops once ||z_k - z0|| < eps
+    # the perfect mirror
+    z0: tuple[float, float, float, float, float, float] = field(
+        default=(1.0, 1.0, 1.0, 1.0, 0.0, 1.0), metadata={"ge": 0, "le": 1}
+    )
+    # sigma: noise on IllNet's input L_k in training (T domain)
+    input_noise: float = field(default=0.02, metadata={"ge": 0})
+    # delta: noise added at every sampling step (T domain)
+    sampling_noise: float = field(default=0.025, metadata={"ge": 0})
+    # a sample never takes more IllNet steps than this
+    max_steps: int = field(default=150, metadata={"ge": 1})
+    # geometric mean of luminance after intensity normalisation
+    target_geomean: float = field(default=0.12, metadata={"gt": 0})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DRMConfig:
@@ -64,13 +79,17 @@ class DRMConfig:
 class DiffusionConfig:
     """ObsNet's conditional DDPM (DESIGN.md §3.4)."""
 
-    steps: int = 1000  # training timesteps
-    beta_start: float = 1e-4  # betas are linear in sqrt-space from beta_start to beta_end
-    beta_end: float = 0.09
-    sampling_steps: int = 50  # DDIM steps at inference
-    eta: float = 0.0  # DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like)
-    observation_noise: float = 0.04  # noise on the normalised observation in training
-    prediction: str = "eps"  # what the network predicts: "eps" (noise, the paper) or "v" (velocity)
+    steps: int = field(default=1000, metadata={"ge": 1})  # training timesteps
+    # betas linear in sqrt-space from beta_start to beta_end
+    beta_start: float = field(default=1e-4, metadata={"gt": 0, "lt": 1})
+    beta_end: float = field(default=0.09, metadata={"gt": 0, "lt": 1})
+    sampling_steps: int = field(default=50, metadata={"ge": 1})  # DDIM steps at inference
+    # DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like)
+    eta: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    # noise on the normalised observation in training
+    observation_noise: float = field(default=0.04, metadata={"ge": 0})
+    # what the network predicts: "eps" (noise, the paper) or "v" (velocity)
+    prediction: Literal["eps", "v"] = "eps"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:

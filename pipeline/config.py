@@ -15,7 +15,11 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read params.yaml (``DRMNET_PARAMS`` overrides the default path)."""
+    """Read params.yaml (``DRMNET_PARAMS`` overrides the default path) and check all of it
+    (:func:`pipeline.settings.validate_params`): a bad key, type or value is an InputError naming
+    it before any command starts work."""
+    from pipeline.settings import validate_params
+
     path = Path(path or os.environ.get("DRMNET_PARAMS", DEFAULT_PARAMS))
     if not path.exists():
         raise InputError(
@@ -27,6 +31,7 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
         raise InputError(path, f"not valid YAML ({error})") from None
     if not isinstance(params, dict):
         raise InputError(path, "must hold a mapping of sections")
+    validate_params(params, path)
     return params
 
 

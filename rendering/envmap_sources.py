@@ -24,7 +24,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from rendering.hdrio import HDR_SUFFIXES, luminance
 from rendering.real_envmaps import REAL_KIND, REAL_MAPS, provenance, real_envmap_files
 
 PROCEDURAL_KINDS = ("sky", "studio", "room")  # order fixes the derived seeds: never reorder
+ProceduralKind = Literal["sky", "studio", "room"]  # PROCEDURAL_KINDS, as a type
 USER_KIND = "user"
 FILE_KINDS = (USER_KIND, REAL_KIND)  # envmaps read from files (the others are generated)
 TABLE_PARQUET, TABLE_JSON, CONTACT_SHEET = "envmaps.parquet", "envmaps.json", "contact_sheet.png"
@@ -45,18 +46,21 @@ THUMBNAIL_HEIGHT = 32
 
 @dataclass(frozen=True)
 class EnvmapParams:
-    """The ``envmaps:`` section of params.yaml."""
+    """The ``envmaps:`` section of params.yaml (field metadata bounds its numbers: pipeline/settings.py)."""
 
-    n: int = 24  # procedural envmaps to make
-    seed: int = 0  # run seed; each map's seed derives from it
-    kinds: dict[str, float] = field(default_factory=lambda: {"sky": 0.4, "studio": 0.3, "room": 0.3})
-    res: int = 256  # working height H (maps are H × 2H)
+    n: int = field(default=24, metadata={"ge": 0})  # procedural envmaps to make
+    seed: int = field(default=0, metadata={"ge": 0})  # run seed; each map's seed derives from it
+    # proportions of the procedural kinds (≥ 0, not all 0)
+    kinds: dict[ProceduralKind, float] = field(
+        default_factory=lambda: {"sky": 0.4, "studio": 0.3, "room": 0.3}, metadata={"ge": 0}
+    )
+    res: int = field(default=256, metadata={"ge": 2})  # working height H (maps are H × 2H)
     user_dir: str | None = None  # directory of users' .exr/.hdr files, added to the procedural ones
     real: bool = False  # add the 18 built-in real maps (rendering.real_envmaps), in their fixed splits
     real_cache_dir: str = "data/real_envmaps"  # where the npm package and its decoded maps are kept
     repair: bool = False  # fill NaN/Inf pixels of read maps (else they are an error)
     cache_dir: str = "data/envmap_cache"  # resampled user files, keyed by content hash + height
-    room_spp: int = 64  # path-traced samples per pixel of a room envmap
+    room_spp: int = field(default=64, metadata={"ge": 1})  # path-traced samples per pixel of a room envmap
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EnvmapParams:

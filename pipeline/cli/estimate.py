@@ -161,16 +161,16 @@ def evaluate(
     re-render, stochasticity; baselines); log to MLflow and update the `champion` alias."""
     import json
 
+    from pipeline.config import load_params
     from pipeline.flows.evaluate import evaluate as evaluate_flow
     from pipeline.flows.evaluate import run_evaluation
 
     check_out_dir(out)
+    checked = load_params(params)  # a bad params file is one line, before the flow (and its log) starts
     if flow:
         summary = evaluate_flow(str(params), model, obsnet, str(out))
     else:
-        from pipeline.config import load_params
-
-        summary = run_evaluation(load_params(params), model, obsnet, out)
+        summary = run_evaluation(checked, model, obsnet, out)
     for test_set, methods in summary.items():
         values = ", ".join(f"{m} {v['mirror_si_rmse']:.4g}" for m, v in methods.items())
         print(f"{test_set}: mirror si-RMSE {values}")

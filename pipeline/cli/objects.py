@@ -135,14 +135,11 @@ def make_envmaps_command(
 ) -> None:
     """Make procedural HDR environment maps (sky, studio, room) and/or bring your own; reruns skip
     finished files."""
+    from pipeline.config import DEFAULT_PARAMS, load_params
     from rendering.envmap_sources import EnvmapParams, make_envmaps, parse_kinds
 
-    try:
-        from pipeline.config import load_params
-
-        defaults = EnvmapParams.from_params(load_params())
-    except InputError:  # no params.yaml here: the built-in defaults
-        defaults = EnvmapParams()
+    # No params.yaml here: the built-in defaults; a bad one is an error, not silently ignored.
+    defaults = EnvmapParams.from_params(load_params()) if DEFAULT_PARAMS.exists() else EnvmapParams()
     n = defaults.n if n is None else n
     res = defaults.res if res is None else res
     if n < 0 or res < 4:
