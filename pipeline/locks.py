@@ -13,9 +13,9 @@ A file left behind by a killed holder is taken over with a one-line note naming 
 The file sits beside the directory, not in it, so that it never becomes part of a DVC output or
 of a directory that is swapped as a whole (:mod:`pipeline.splits`), and it is removed on release.
 
-Linux/POSIX only (``fcntl``); flock is per open file, so two writers in one process exclude each
-other too. On network file systems where flock is not shared between machines the lock protects
-only against writers on the same machine.
+Linux/POSIX only (``fcntl``). Re-entrant within a process (a command and the flow it runs both
+lock); any other process is refused. On network file systems where flock is not shared between
+machines the lock protects only against writers on the same machine.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rendering.errors import InputError
+
+_held: set[Path] = set()  # lock files this process holds: taking one again is a no-op
 
 
 def lock_path(directory: str | os.PathLike) -> Path:
@@ -97,8 +99,12 @@ def output_lock(directory: str | os.PathLike, command: str) -> Iterator[Path]:
     """Hold the exclusive lock of the output ``directory`` (which need not exist yet) while the
     block runs; ``command`` names the holder in the message others get (e.g. ``drmnet train``)."""
     path = lock_path(directory)
+    if path in _held:  # this process holds it already (a CLI command and the flow it runs)
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _open_locked(path, directory)
+    _held.add(path)
     try:
         previous = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
         if previous:  # its holder died without releasing it (the kernel dropped its flock)
@@ -109,5 +115,6 @@ def output_lock(directory: str | os.PathLike, command: str) -> Iterator[Path]:
         os.pwrite(fd, json.dumps(record).encode(), 0)
         yield path
     finally:
+        _held.discard(path)
         path.unlink(missing_ok=True)  # before the flock goes: a waiter then re-opens (see above)
         os.close(fd)

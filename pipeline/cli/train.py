@@ -47,15 +47,19 @@ def train(
     --auto-resume it starts fresh, replacing checkpoints/<net>/. A resumed training continues its
     MLflow run. Under `torchrun` every rank runs this command (DDP)."""
     import os
+    from contextlib import nullcontext
 
     from pipeline.config import load_params
-    from pipeline.training.stage import run_training
+    from pipeline.locks import output_lock
+    from pipeline.training.stage import CHECKPOINTS, NETS, run_training
     from rendering.errors import InputError
 
     if resume and auto_resume:
         raise InputError("--resume/--auto-resume", "choose one of the two")
     mode = "auto" if auto_resume else resume
-    metrics = run_training(net, load_params(params), profile, mode, data, register, device)
+    writes = int(os.environ.get("RANK", "0")) == 0 and net in NETS  # rank 0 writes the checkpoint
+    with output_lock(CHECKPOINTS / net, "drmnet train") if writes else nullcontext():
+        metrics = run_training(net, load_params(params), profile, mode, data, register, device)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line
         return
     summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())

@@ -41,6 +41,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 # (pipeline/flows/__init__.py, imported before this module, has set Prefect's defaults.)
+from pipeline.locks import output_lock
 from pipeline.manifest import (
     RECORDS_DIR,
     SAMPLES_MANIFEST,
@@ -304,7 +305,15 @@ def render_dataset(
     envmap_dir: str = "data/envmaps",  # <envmap_dir>/<split>/ from `drmnet make-envmap-splits`
     profile: str | None = None,  # params profile (default: params.yaml's `profile`)
 ) -> dict[str, Any]:
-    """Render the shards of one (dataset, split), skipping finished ones, then write the manifests."""
+    """Render the shards of one (dataset, split), skipping finished ones, then write the manifests.
+    One run per split directory at a time (pipeline/locks.py)."""
+    with output_lock(Path(out_dir) / dataset / split, "drmnet render-dataset"):
+        return _render_split(dataset, split, params_path, out_dir, envmap_dir, profile)
+
+
+def _render_split(
+    dataset: str, split: str, params_path: str | None, out_dir: str, envmap_dir: str, profile: str | None
+) -> dict[str, Any]:
     from pipeline.config import load_params
     from rendering.variant import resolve_variant
 
@@ -443,15 +452,18 @@ def run_render_dataset(
     task_runner = make_task_runner(runner, int(workers or section.get("workers", 1)), dask_address)
     # Worker processes on this machine: spawned processes, or a local Dask cluster's workers.
     local_processes = runner == "processes" or (runner == "dask" and not dask_address)
-    with _api_shared_with_subprocesses(local_processes):
-        return render_dataset.with_options(task_runner=task_runner)(
-            dataset,
-            split,
-            None if params_path is None else str(params_path),
-            str(out_dir),
-            str(envmap_dir),
-            profile,
-        )
+    # Locked here too (the flow locks again, for deployment runs): a second writer is refused
+    # before Prefect starts, with one line rather than a failed flow run.
+    with output_lock(Path(out_dir) / dataset / split, "drmnet render-dataset"):
+        with _api_shared_with_subprocesses(local_processes):
+            return render_dataset.with_options(task_runner=task_runner)(
+                dataset,
+                split,
+                None if params_path is None else str(params_path),
+                str(out_dir),
+                str(envmap_dir),
+                profile,
+            )
 
 
 @contextmanager

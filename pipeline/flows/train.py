@@ -17,9 +17,11 @@ def _train(
     data_dir: str | None,
 ):
     from pipeline.config import load_params
-    from pipeline.training.stage import run_training
+    from pipeline.locks import output_lock
+    from pipeline.training.stage import CHECKPOINTS, run_training
 
-    metrics = run_training(net, load_params(params_path), profile, resume, data_dir)
+    with output_lock(CHECKPOINTS / net, f"the Prefect flow train-{net}"):
+        metrics = run_training(net, load_params(params_path), profile, resume, data_dir)
     return {key: value for key, value in metrics.items() if isinstance(value, int | float | str)}
 
 

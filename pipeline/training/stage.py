@@ -189,6 +189,9 @@ def run_training(
     network = network_config(params, net, profile)
     kwargs = _loop_kwargs(net, settings)
     split_dir = Path(data_dir) if data_dir is not None else SHARDS / net / "train"
+    from pipeline.manifest import require_intact_split
+
+    require_intact_split(split_dir)  # a bad shard is one clear error now, not a loader traceback later
     fingerprint = run_fingerprint(net, params, profile, split_dir)
     data = shard_data(split_dir, net, settings)
     run_dir = CHECKPOINTS / net
