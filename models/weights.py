@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -83,14 +84,20 @@ def save_config(path: str | os.PathLike, config: DRMNetConfig | ObsNetConfig) ->
 def load_networks(
     directory: str | os.PathLike, weights: str = WEIGHTS_FILE, device: str | torch.device = "cpu"
 ) -> tuple[DRMNetConfig | ObsNetConfig, dict[str, nn.Module]]:
-    """Read ``config.json`` and a weights file from ``directory`` → (config, networks in eval mode)."""
+    """Read ``config.json`` and a weights file from ``directory`` → (config, networks in eval mode).
+    A missing file raises FileNotFoundError, an unreadable (e.g. truncated) one ValueError."""
     directory = Path(directory)
     for name in (CONFIG_FILE, weights):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory}: no {name} (not a drmnet model directory)")
     config = config_from_dict(json.loads((directory / CONFIG_FILE).read_text()))
     nets = build_networks(config)
-    load_state_dict_into(nets, load_file(directory / weights))
+    try:
+        tensors = load_file(directory / weights)
+    except SafetensorError as error:  # a truncated or overwritten file
+        path = directory / weights
+        raise ValueError(f"{path}: unreadable or truncated safetensors file ({error})") from None
+    load_state_dict_into(nets, tensors)
     for net in nets.values():
         net.to(device).eval().requires_grad_(False)
     return config, nets

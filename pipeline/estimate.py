@@ -107,6 +107,25 @@ def check_light(observed: np.ndarray, observed_mask: np.ndarray, source: object)
         )
 
 
+def check_light(observed: np.ndarray, observed_mask: np.ndarray, source: object) -> None:
+    """Refuse an observation without light: fewer lit bins (luminance > 0) in the observed refmap
+    (3, R, R) than the coverage an observation needs (rendering/observation.py). Black pixels say
+    nothing about the light or the material: the networks' intensity normalisation would turn
+    them into an invented answer."""
+    from rendering.hdrio import luminance
+    from rendering.observation import MIN_OBSERVED_BINS, MIN_OBSERVED_FRACTION
+
+    res = observed.shape[-1]
+    needed = max(MIN_OBSERVED_BINS, int(np.ceil(MIN_OBSERVED_FRACTION * res * res)))
+    lit = int(((luminance(observed, axis=0) > 0) & observed_mask).sum())
+    if lit < needed:
+        raise InputError(
+            source,
+            f"has no light to estimate from: {lit} of the {int(observed_mask.sum())} observed refmap bins "
+            f"are lit (need ≥ {needed}); the object is black in the image (exposure, mask or wrong file?)",
+        )
+
+
 def estimate_refmap(
     estimator,
     observed: np.ndarray,
@@ -128,6 +147,7 @@ def estimate_refmap(
             "observed refmap",
             f"is {observed.shape[1]}×{observed.shape[2]}; the model expects R = {estimator.resolution}",
         )
+    check_light(observed, observed_mask, "observed refmap")
     check_light(observed, observed_mask, "observed refmap")
     partial = not observed_mask.all()
     if partial and estimator.obsnet is None:
@@ -224,6 +244,7 @@ def estimate_image(
     observed, observed_mask = image_to_refmap(
         image, normals, mask, res=estimator.resolution, erode=settings.erode, sources=sources, repair=repair
     )
+    check_light(observed, observed_mask, sources[0])
     check_light(observed, observed_mask, sources[0])
     return estimate_refmap(estimator, observed, observed_mask, settings, progress)
 

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from pipeline.shard_contents import shard_content_problem
 from pipeline.shards import atomic_write_bytes, file_sha256
 from rendering.errors import InputError
+from rendering.errors import InputError
 from rendering.hdrio import luminance
 
 SAMPLES_MANIFEST = "manifest-samples.parquet"
@@ -159,11 +160,23 @@ def write_manifests(split_dir: str | os.PathLike, records: Iterable[dict[str, An
 
 
 def read_samples_manifest(split_dir: str | os.PathLike) -> pa.Table:
-    return pq.read_table(Path(split_dir) / SAMPLES_MANIFEST)
+    return _read_manifest(Path(split_dir) / SAMPLES_MANIFEST)
 
 
 def read_shards_manifest(split_dir: str | os.PathLike) -> pa.Table:
-    return pq.read_table(Path(split_dir) / SHARDS_MANIFEST)
+    return _read_manifest(Path(split_dir) / SHARDS_MANIFEST)
+
+
+def _read_manifest(path: Path) -> pa.Table:
+    """A manifest table; InputError naming the file when it is missing, truncated or not parquet."""
+    if not path.is_file():
+        raise InputError(path, "does not exist: the split is incomplete; run `drmnet render-dataset` for it")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(
+            path, f"unreadable or truncated manifest ({error}); rerun `drmnet render-dataset` for this split"
+        ) from None
 
 
 # --- verification -------------------------------------------------------------------------------

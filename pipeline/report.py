@@ -70,10 +70,17 @@ PROTOCOL_NOTE = (
 )
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object that `evaluate` wrote; InputError naming the file when it is missing or broken."""
     if not path.exists():
         raise InputError(path, "does not exist; run `drmnet evaluate` (or `dvc repro evaluate`) first")
-    return json.loads(path.read_text())
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as error:  # bad JSON, or not text at all
+        raise InputError(path, f"is not valid JSON ({error}); rerun `drmnet evaluate`") from None
+    if not isinstance(value, dict):
+        raise InputError(path, f"holds a JSON {type(value).__name__}, not the object `evaluate` writes")
+    return value
 
 
 def _galleries(eval_dir: Path, order: list[str]) -> list[tuple[str, str, Path, dict[str, Any]]]:
@@ -81,7 +88,7 @@ def _galleries(eval_dir: Path, order: list[str]) -> list[tuple[str, str, Path, d
     (then any other), keys sorted."""
     out = []
     for path in sorted((eval_dir / "gallery").glob("*/*/gallery.json")):
-        out.append((path.parent.parent.name, path.parent.name, path.parent, json.loads(path.read_text())))
+        out.append((path.parent.parent.name, path.parent.name, path.parent, _read_json(path)))
     rank = {name: i for i, name in enumerate(order)}
     return sorted(out, key=lambda item: (rank.get(item[0], len(rank)), item[0], item[1]))
 
@@ -283,7 +290,7 @@ def build_report(
     metrics = _read_json(eval_dir / "metrics.json")
     provenance = _read_json(eval_dir / "provenance.json")
     champion_path = eval_dir / "champion.json"
-    champion = json.loads(champion_path.read_text()) if champion_path.exists() else None
+    champion = _read_json(champion_path) if champion_path.exists() else None
     galleries = _galleries(eval_dir, list(metrics))
 
     images = out_dir / "images"

@@ -1,7 +1,8 @@
 """Reading and writing HDR images (.exr, .hdr) and masks, and tonemapped PNG previews.
 
 Images are float32 arrays (H, W, 3), linear RGB. Files are read through Mitsuba's Bitmap (which
-reads OpenEXR and Radiance RGBE robustly and raises on truncated files). Every write goes to a
+reads OpenEXR and Radiance RGBE robustly and raises on truncated files), once the file's first
+bytes show that it is what its suffix says (:func:`check_format`). Every write goes to a
 temporary name in the same directory and is renamed when complete, so an interrupted run never
 leaves a half-written file that looks complete.
 
@@ -44,13 +45,72 @@ def _to_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
     raise InputError(path, f"has {channels} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
 
 
+# What a file is, by its first bytes (its "magic"): a name is only a claim, and image readers
+# that go by content would decode a renamed PNG as if it were radiance.
+MAGIC = (
+    (b"\x76\x2f\x31\x01", "an OpenEXR image"),
+    (b"#?", "a Radiance HDR image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"PF\n", "a PFM image"),
+    (b"Pf\n", "a PFM image"),
+    (b"RIFF", "a RIFF (e.g. WebP) file"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"PK\x05\x06", "a zip archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"ply", "a PLY mesh"),
+)
+SUFFIX_FORMATS = {
+    ".exr": "an OpenEXR image",
+    ".hdr": "a Radiance HDR image",
+    ".png": "a PNG image",
+    ".npy": "a NumPy .npy array",
+}
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """What the file is by its first bytes, e.g. "a PNG image"; "an empty file", or "an unknown
+    format (first bytes …)" when no known signature matches."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if not head:
+        return "an empty file"
+    for magic, name in MAGIC:
+        if head.startswith(magic):
+            return name
+    return f"an unknown format (first bytes {head[:8].hex(' ')})"
+
+
+def check_format(path: str | os.PathLike) -> None:
+    """The file is what its suffix says (:data:`SUFFIX_FORMATS`), by its first bytes; InputError
+    naming the file, the suffix and what it really is otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "is not a file")
+    expected = SUFFIX_FORMATS[path.suffix.lower()]
+    actual = file_format(path)
+    if actual != expected:
+        raise InputError(
+            path,
+            f"unreadable: named {path.suffix} but the file is {actual} (by its first bytes), not {expected}; "
+            "give it the name of its format, or convert it",
+        )
+
+
 def read_hdr(path: str | os.PathLike) -> np.ndarray:
-    """Read an .exr or .hdr file to float32 (H, W, 3). Raises InputError naming the file."""
+    """Read an .exr or .hdr file to float32 (H, W, 3). Raises InputError naming the file; a file
+    whose first bytes are not those of its suffix's format (a PNG renamed .exr) is refused."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
     if path.suffix.lower() not in HDR_SUFFIXES:
         raise InputError(path, f"not an HDR image: expected one of {HDR_SUFFIXES} (got {path.suffix!r})")
+    check_format(path)
     mi = ensure_variant()
     try:
         bitmap = mi.Bitmap(str(path))

@@ -253,7 +253,7 @@ def read_observation_image(path: str | os.PathLike) -> np.ndarray:
 
     Values come back as stored (negatives, NaN/Inf included): the HDR input policy needs the mask,
     so :func:`image_to_refmap` applies it to the pixels inside it."""
-    from rendering.hdrio import HDR_SUFFIXES, read_hdr
+    from rendering.hdrio import HDR_SUFFIXES, check_format, read_hdr
     from rendering.variant import ensure_variant
 
     path = Path(path)
@@ -263,6 +263,7 @@ def read_observation_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, f"unsupported image format {path.suffix!r}; use .exr or .hdr (linear HDR)")
     if not path.exists():
         raise InputError(path, "file does not exist")
+    check_format(path)
     mi = ensure_variant()
     try:
         bitmap = mi.Bitmap(str(path))
@@ -291,6 +292,9 @@ def read_normals(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, "file does not exist")
     if path.suffix.lower() != ".npy":
         raise InputError(path, f"normals must be a .npy array of shape (H, W, 3), got {path.suffix!r}")
+    from rendering.hdrio import check_format
+
+    check_format(path)  # np.load would open a zip (.npz) named .npy as an archive
     try:
         normals = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:

@@ -20,6 +20,9 @@ as a ring of light around the sun; refusing the file would refuse most real maps
    neighbours, and the count is reported.
 4. A file whose negative energy exceeds ``max_negative_share`` of its positive energy (default
    25 %) cannot be a radiance map (a difference image, a signed normal map…): InputError.
+5. A value beyond ±``MAX_RADIANCE`` (1e30) is refused too: rendering sums and scales radiance in
+   float32 (max ≈ 3.4e38), so such a map renders Inf pixels, and no unit of radiance needs that
+   range (a sun in W/(m²·sr) is ~1e9).
 
 Energies are weighted by ``weights`` (per row, broadcast over columns: an envmap's texel solid
 angles, :func:`rendering.envmap.pixel_solid_angles`) so that "power" means ∫ L dω for envmaps and
@@ -41,6 +44,7 @@ from rendering.errors import InputError
 
 TINY_SHARE = 1e-4  # negative energy below this share of the positive energy: clamp to 0
 MAX_NEGATIVE_SHARE = 0.25  # above this share a file cannot be radiance
+MAX_RADIANCE = 1e30  # larger |values| overflow float32 once rendered (module docstring, rule 5)
 WINDOWS = (3, 5, 9, 17, 33, 65)  # neighbourhood sides tried in turn for the ringing repair
 FILL_WINDOW = 5  # neighbourhood of the geometric-mean fill (and of the NaN/Inf fill)
 
@@ -119,6 +123,14 @@ def clean_radiance(
         for c in range(3):
             if nonfinite_mask[..., c].any():
                 image[..., c] = _fill_nonfinite(image[..., c], nonfinite_mask[..., c], wrap)
+
+    peak = float(np.abs(image).max()) if image.size else 0.0
+    if peak > MAX_RADIANCE:
+        raise InputError(
+            source,
+            f"has values up to {peak:.3g}, beyond ±{MAX_RADIANCE:.0e}: rendering it would overflow float32 "
+            "(Inf pixels); no radiance needs that range, so rescale the map",
+        )
 
     negative_mask = image < 0
     negative = int(negative_mask.sum())

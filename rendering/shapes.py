@@ -22,12 +22,20 @@ distance 1. Normals the file holds are kept; a file without any gets :func:`smoo
 too, not the normals Mitsuba's loader would compute (racy, as above), so that renders of a user
 mesh are reproducible to the bit as well. A mesh file is named by its content
 (:func:`rendering.file_hash.file_sha256`).
+
+Winding: the renderer shades the side a face's normal points to, and normals computed from the
+faces follow their winding, so a closed mesh wound inside-out would show its normals away from the
+camera (and render black). A closed mesh (every edge shared by two faces, vertices welded by
+position) whose signed volume is negative is turned outward on loading, and vertex normals of the
+file that point into the object at ``INWARD_NORMALS`` of its vertices or more are flipped too; one
+warning names the file. An open mesh has no inside: its winding is kept as the file gives it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +46,7 @@ from rendering.variant import ensure_variant
 SHAPES = ("sphere", "ellipsoid", "superquadric", "blob")
 MESH_SUFFIXES = {".obj": "obj", ".ply": "ply"}
 DEFAULT_SUBDIVISIONS = 5  # icosphere level: 10 242 vertices, 20 480 triangles
+INWARD_NORMALS = 0.9  # share of a file's vertex normals pointing into the object that flips them
 _OBJ_NORMAL = re.compile(rb"[ \t]*vn[ \t]")  # an OBJ vertex-normal line
 
 
@@ -240,4 +249,46 @@ def load_mesh(path: str | os.PathLike):
     scale = float(np.linalg.norm(vertices - centre, axis=1).max())
     if scale == 0:
         raise InputError(path, "the mesh is degenerate (all vertices coincide)")
-    return mesh_from_arrays(path.stem, (vertices - centre) / scale, faces, normals=normals)
+    vertices = (vertices - centre) / scale
+    faces, normals = orient_outward(vertices, faces, normals, path)
+    return mesh_from_arrays(path.stem, vertices, faces, normals=normals)
+
+
+def is_closed(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether every edge is shared by exactly two faces once vertices at one position are welded
+    (loaders split vertices at texture and normal seams)."""
+    _, welded = np.unique(np.asarray(vertices), axis=0, return_inverse=True)
+    f = welded.reshape(-1)[np.asarray(faces, dtype=np.int64)]
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool((counts == 2).all())
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed mesh, positive when its faces wind counter-clockwise seen from
+    outside (their normals point out), negative when it is inside-out."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    return float(np.einsum("ij,ij->", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])) / 6.0)
+
+
+def orient_outward(
+    vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None, source: object = "mesh"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(faces (F, 3), vertex normals (V, 3) or None) turned outward as the module docstring says;
+    unchanged for a mesh already outward and for an open mesh. Warns once, naming ``source``."""
+    if not is_closed(vertices, faces):
+        return faces, normals
+    fixed = []
+    if signed_volume(vertices, faces) < 0:
+        faces = np.ascontiguousarray(faces[:, [0, 2, 1]])
+        fixed.append("its faces are wound inside-out: reversed their winding")
+    if normals is not None:
+        outward = smooth_vertex_normals(vertices, faces)
+        inward = float(np.mean(np.einsum("ij,ij->i", np.asarray(normals, dtype=np.float64), outward) < 0))
+        if inward >= INWARD_NORMALS:
+            normals = -np.asarray(normals)
+            fixed.append(f"{inward:.0%} of its vertex normals point into the object: flipped them")
+    if fixed:
+        warnings.warn(f"{source}: {'; '.join(fixed)}", stacklevel=3)
+    return faces, normals

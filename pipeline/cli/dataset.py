@@ -24,9 +24,11 @@ def make_envmap_splits_command(
     ] = None,
 ) -> None:
     """Make the train/val/test envmaps (params `envmaps` + `envmaps_split`); no envmap is in two splits."""
+    from pipeline.cli.checks import check_out_dir
     from pipeline.config import load_params
     from pipeline.splits import make_envmap_splits
 
+    check_out_dir(out)
     def progress(done: int, total: int, envmap_id: str) -> None:
         print(f"\r{done}/{total} {envmap_id}", end="", file=sys.stderr, flush=True)
 
@@ -63,10 +65,12 @@ def render_dataset_command(
 
     Resumable: finished shards that still verify are skipped; the manifests are written last.
     """
+    from pipeline.cli.checks import check_out_dir
     from pipeline.flows.render_dataset import run_render_dataset
     from pipeline.samples import DATASETS, SPLITS
     from rendering.errors import InputError
 
+    check_out_dir(out)
     if dataset not in DATASETS:
         raise InputError("--dataset", f"unknown dataset {dataset!r}; choose one of {DATASETS}")
     if split not in SPLITS:

@@ -16,6 +16,15 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app
+from pipeline.cli.checks import (
+    MAX_ENVMAP_HEIGHT,
+    MAX_IMAGE_RES,
+    MAX_REFMAP_RES,
+    MAX_SEED,
+    MAX_SPP,
+    check_out_dir,
+    check_range,
+)
 from rendering.errors import InputError
 
 MATERIAL_HELP = "Material z as 6 comma-separated values in [0, 1]: metallic,R,G,B,roughness,specular."
@@ -60,8 +69,11 @@ def render_object_command(
 
     if (shape is None) == (mesh is None):
         raise InputError("render-object", "give exactly one of --shape NAME or --mesh FILE")
-    if res < 8 or spp < 1:
-        raise InputError("render-object", f"--res must be ≥ 8 and --spp ≥ 1 (got {res}, {spp})")
+    check_out_dir(out)
+    check_range("--res", res, 8, MAX_IMAGE_RES)
+    check_range("--spp", spp, 1, MAX_SPP)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--shape-seed", shape_seed, 0, MAX_SEED)
     if not math.isfinite(view_azimuth):
         raise InputError("--view-azimuth", f"must be a finite angle in degrees, got {view_azimuth}")
     z = _parse_material(material)
@@ -100,8 +112,9 @@ def image_to_refmap_command(
     from rendering.hdrio import write_exr, write_png, write_preview
     from rendering.observation import files_to_refmap
 
-    if res < 2 or erode < 0:
-        raise InputError("image-to-refmap", f"--res must be ≥ 2 and --erode ≥ 0 (got {res}, {erode})")
+    check_out_dir(out)
+    check_range("--res", res, 2, MAX_REFMAP_RES)
+    check_range("--erode", erode, 0)
     refmap, observed = files_to_refmap(image, normals, mask, res=res, erode=erode, repair=repair)
     out.mkdir(parents=True, exist_ok=True)
     write_exr(out / "refmap.exr", refmap.transpose(1, 2, 0))
@@ -142,8 +155,12 @@ def make_envmaps_command(
     defaults = EnvmapParams.from_params(load_params()) if DEFAULT_PARAMS.exists() else EnvmapParams()
     n = defaults.n if n is None else n
     res = defaults.res if res is None else res
-    if n < 0 or res < 4:
-        raise InputError("make-envmaps", f"--n must be ≥ 0 and --res ≥ 4 (got {n}, {res})")
+    check_out_dir(out)
+    check_out_dir(cache_dir, "--cache-dir")
+    check_range("--n", n, 0)
+    check_range("--res", res, 4, MAX_ENVMAP_HEIGHT)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--room-spp", room_spp, 1, MAX_SPP)
     proportions = parse_kinds(kinds) if kinds is not None else defaults.kinds
 
     def progress(done: int, total: int, spec, skipped: bool) -> None:

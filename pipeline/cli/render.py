@@ -12,6 +12,14 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app
+from pipeline.cli.checks import (
+    MAX_ENVMAP_HEIGHT,
+    MAX_REFMAP_RES,
+    MAX_SEED,
+    MAX_SPP,
+    check_out_file,
+    check_range,
+)
 from rendering.errors import InputError
 
 MATERIAL_HELP = "Material z as 6 comma-separated values in [0, 1]: metallic,R,G,B,roughness,specular."
@@ -60,6 +68,11 @@ def render_refmap(
     _check_suffix(out, ".exr", "--out")
     if preview is not None:
         _check_suffix(preview, ".png", "--preview")
+    check_out_file(out)
+    check_out_file(preview, "--preview")
+    check_range("--res", res, 2, MAX_REFMAP_RES)
+    check_range("--spp", spp, 1, MAX_SPP)
+    check_range("--seed", seed, 0, MAX_SEED)
     z = parse_material(material)
     if not math.isfinite(view_azimuth):
         raise InputError("--view-azimuth", f"must be a finite angle in degrees, got {view_azimuth}")
@@ -91,9 +104,12 @@ def mirror_to_envmap_command(
     for path, option in ((preview, "--preview"), (mask, "--mask")):
         if path is not None:
             _check_suffix(path, ".png", option)
+        check_out_file(path, option)
+    check_out_file(out)
+    check_range("--height", height, 2, MAX_ENVMAP_HEIGHT)
     pixels = read_hdr(refmap)
     image = validate_refmap(pixels.transpose(2, 0, 1), refmap)
-    envmap, valid = mirror_to_envmap(image, height or image.shape[-1])
+    envmap, valid = mirror_to_envmap(image, image.shape[-1] if height is None else height)
     write_exr(out, envmap)
     if preview is not None:
         write_preview(preview, envmap)

@@ -72,6 +72,9 @@ def serve(
     """Serve a Prefect deployment (`<flow>/default`) of every drmnet flow; needs PREFECT_API_URL."""
     import os
 
+    from pipeline.cli.checks import check_range
+
+    check_range("--limit", limit, 1)
     if not os.environ.get("PREFECT_API_URL"):
         print(
             "warning: PREFECT_API_URL is not set, so deployments go to Prefect's ephemeral API, which no "
