@@ -35,32 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.settings import EstimateSettings
 from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 
 MATERIAL_NAMES = ("metallic", "base_color_r", "base_color_g", "base_color_b", "roughness", "specular")
-
-
-@dataclass(frozen=True)
-class EstimateSettings:
-    """The ``estimate`` section of params.yaml."""
-
-    samples: int = 4  # N stochastic samples per image, run in one batch
-    seed: int = 0  # the samples' noise; the same seed gives the same samples
-    max_steps: int | None = None  # DRM steps at most (None: the model's own, 150 in the paper)
-    ddim_steps: int | None = None  # ObsNet DDIM steps (None: the model's own, 50 in the paper)
-    envmap_height: int = 64  # height H of the envmaps written (H, 2H)
-    sphere_res: int = 64  # side of the material-sphere previews
-    sphere_spp: int = 64  # samples per pixel of the material-sphere renders
-    erode: int = 1  # 3×3 erosions of the object mask's boundary before binning (rendering/observation.py)
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any] | None) -> EstimateSettings:
-        section = dict(section or {})
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError("params.yaml", f"unknown keys in the estimate section: {sorted(unknown)}")
-        return cls(**section)
 
 
 @dataclass
@@ -107,25 +86,6 @@ def check_light(observed: np.ndarray, observed_mask: np.ndarray, source: object)
         )
 
 
-def check_light(observed: np.ndarray, observed_mask: np.ndarray, source: object) -> None:
-    """Refuse an observation without light: fewer lit bins (luminance > 0) in the observed refmap
-    (3, R, R) than the coverage an observation needs (rendering/observation.py). Black pixels say
-    nothing about the light or the material: the networks' intensity normalisation would turn
-    them into an invented answer."""
-    from rendering.hdrio import luminance
-    from rendering.observation import MIN_OBSERVED_BINS, MIN_OBSERVED_FRACTION
-
-    res = observed.shape[-1]
-    needed = max(MIN_OBSERVED_BINS, int(np.ceil(MIN_OBSERVED_FRACTION * res * res)))
-    lit = int(((luminance(observed, axis=0) > 0) & observed_mask).sum())
-    if lit < needed:
-        raise InputError(
-            source,
-            f"has no light to estimate from: {lit} of the {int(observed_mask.sum())} observed refmap bins "
-            f"are lit (need ≥ {needed}); the object is black in the image (exposure, mask or wrong file?)",
-        )
-
-
 def estimate_refmap(
     estimator,
     observed: np.ndarray,
@@ -147,7 +107,6 @@ def estimate_refmap(
             "observed refmap",
             f"is {observed.shape[1]}×{observed.shape[2]}; the model expects R = {estimator.resolution}",
         )
-    check_light(observed, observed_mask, "observed refmap")
     check_light(observed, observed_mask, "observed refmap")
     partial = not observed_mask.all()
     if partial and estimator.obsnet is None:
@@ -244,7 +203,6 @@ def estimate_image(
     observed, observed_mask = image_to_refmap(
         image, normals, mask, res=estimator.resolution, erode=settings.erode, sources=sources, repair=repair
     )
-    check_light(observed, observed_mask, sources[0])
     check_light(observed, observed_mask, sources[0])
     return estimate_refmap(estimator, observed, observed_mask, settings, progress)
 

@@ -57,79 +57,22 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from pipeline import metrics
-from pipeline.estimate import EstimateSettings, Estimation, estimate_image, material_sphere, refmap_image
+from pipeline.estimate import Estimation, estimate_image, material_sphere, refmap_image
+from pipeline.settings import Baseline, EstimateSettings, EvaluateSettings, TestSet
 from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 
 METHODS = ("drmnet", "drmnet_mean", "observed_mirror", "completed_mirror", "constant_mean", "oracle")
-BASELINES = ("observed_mirror", "completed_mirror", "constant_mean", "oracle")
-TEST_SETS = ("principled", "measured")
+BASELINES = get_args(Baseline)  # ("observed_mirror", "completed_mirror", "constant_mean", "oracle")
+TEST_SETS = get_args(TestSet)  # ("principled", "measured")
 KINDS = ("real", "sky", "studio", "room", "user")  # envmap kinds, in the order the summary lists them
 ID_COLUMNS = ("test_set", "key", "method", "envmap_id", "envmap_kind")  # the rows' non-metric columns
 PRIOR_MEAN_MATERIAL = np.full(6, 0.5, dtype=np.float32)  # the mean of z ~ U[0, 1]^6
-
-
-@dataclass(frozen=True)
-class EvaluateSettings:
-    """The ``evaluate`` section of params.yaml."""
-
-    model: str = "models:/drmnet@candidate"  # the DRMNet evaluated: URI or checkpoint directory
-    obsnet: str | None = "models:/obsnet@candidate"  # ObsNet: URI, checkpoint directory or None
-    dataset: str = "drmnet"  # shards under <shards>/<dataset>/test/
-    shards: str = "data/shards"
-    envmaps: str = "data/envmaps"
-    test_sets: tuple[str, ...] = TEST_SETS
-    items: int = 8  # test samples per test set (0: all)
-    samples: int = 4  # N stochastic samples per test sample
-    seed: int = 0
-    max_steps: int | None = None  # DRM steps at most (None: the model's)
-    ddim_steps: int | None = None  # ObsNet DDIM steps (None: the model's)
-    envmap_height: int = 32  # height of the estimated envmaps (H, 2H)
-    sphere_res: int = 64  # protocol spheres, pixels per side
-    sphere_spp: int = 64
-    rerender_spp: int = 64
-    baselines: tuple[str, ...] = BASELINES
-    primary_metric: str = "mirror_rel_si_rmse"  # decides the champion: lower is better
-    primary_test_set: str = "principled/real"  # a summary group; falls back to its test set
-    gallery: int = 2  # samples per test set with images for the report
-    relight_material: tuple[float, ...] = (1.0, 0.95, 0.64, 0.54, 0.25, 0.5)  # copper-ish, for the gallery
-    relight_res: int = 64
-    relight_spp: int = 32
-    measured_materials: int = 3  # built-in measured BRDFs in the rendered measured test set
-    measured_shapes: tuple[str, ...] = ("blob", "superquadric")
-    object_res: int = 64  # object images of the rendered measured test set
-    object_spp: int = 64
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any] | None) -> EvaluateSettings:
-        section = dict(section or {})
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError("params.yaml", f"unknown keys in the evaluate section: {sorted(unknown)}")
-        for key in ("test_sets", "baselines", "relight_material", "measured_shapes"):
-            if key in section:
-                section[key] = tuple(section[key])
-        settings = cls(**section)
-        bad = set(settings.baselines) - set(BASELINES) | set(settings.test_sets) - set(TEST_SETS)
-        if bad:
-            raise InputError("params.yaml", f"evaluate: unknown test sets or baselines {sorted(bad)}")
-        return settings
-
-    def estimate_settings(self) -> EstimateSettings:
-        return EstimateSettings(
-            samples=self.samples,
-            seed=self.seed,
-            max_steps=self.max_steps,
-            ddim_steps=self.ddim_steps,
-            envmap_height=self.envmap_height,
-            sphere_res=self.sphere_res,
-            sphere_spp=self.sphere_spp,
-        )
 
 
 @dataclass
@@ -254,7 +197,7 @@ def rendered_measured_samples(
     Deterministic, and kept for the process (evaluating a champion again reuses it)."""
     return list(
         _render_measured(
-            settings.envmaps, settings.seed, settings.measured_materials,
+            settings.envmaps, settings.estimate.seed, settings.measured_materials,
             _measured_shapes(settings, params), settings.object_res, settings.object_spp, count,
             (params or {}).get("materials", {}).get("cache_dir"),
         )
@@ -272,7 +215,7 @@ def _measured_shapes(
         return tuple(
             (shape.name, shape.seed) for shape in shape_pools(settings_from_params(params))[EVAL_SPLIT]
         )
-    rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(8,)))
+    rng = np.random.default_rng(np.random.SeedSequence(settings.estimate.seed, spawn_key=(8,)))
     return tuple((name, int(rng.integers(2**31))) for name in settings.measured_shapes)
 
 
@@ -436,7 +379,10 @@ def tonemapped_truth(envmap: np.ndarray, height: int, settings: EvaluateSettings
         "envmap": resample_envmap(envmap, height),
         "exposure": exposure,
         "spheres": render_spheres(
-            metrics.tonemap(envmap, exposure), settings.sphere_res, settings.sphere_spp, settings.seed
+            metrics.tonemap(envmap, exposure),
+            settings.estimate.sphere_res,
+            settings.estimate.sphere_spp,
+            settings.estimate.seed,
         ),
     }
 
@@ -465,13 +411,15 @@ def _scores(
     from rendering.refmap import render_refmaps
     from rendering.spheres import SPHERES, render_spheres, sphere_mask
 
-    mask = sphere_mask(settings.sphere_res)
+    mask = sphere_mask(settings.estimate.sphere_res)
     weights = pixel_solid_angles(output.envmaps.shape[1])[:, None]
     per_envmap, renders = [], []
     for envmap, mirror, z in zip(output.envmaps, output.mirrors, output.materials, strict=True):
         scores: dict[str, float] = {}
         shown = tonemapped_estimate(envmap, truth, estimation.valid)
-        spheres = render_spheres(shown, settings.sphere_res, settings.sphere_spp, settings.seed)
+        spheres = render_spheres(
+            shown, settings.estimate.sphere_res, settings.estimate.sphere_spp, settings.estimate.seed
+        )
         renders.append(spheres)
         for name in SPHERES:
             est, gt = spheres[name], truth["spheres"][name]
@@ -488,7 +436,7 @@ def _scores(
         scores["refmap_log_lum_rmse"] = metrics.log_luminance_rmse(mirror, truth["mirror"], channel_axis=0)
         scores["material_mae"] = metrics.material_error(z, truth["z"])
         rerendered = render_refmaps(
-            envmap, z[None], res=mirror.shape[1], spp=settings.rerender_spp, seed=settings.seed
+            envmap, z[None], res=mirror.shape[1], spp=settings.rerender_spp, seed=settings.estimate.seed
         )
         scores["rerender_nrmse"] = metrics.nrmse(
             rerendered[0], estimation.observed, estimation.observed_mask, channel_axis=0
@@ -510,7 +458,7 @@ def evaluate_sample(
         sample.image,
         sample.normals,
         sample.mask,
-        settings.estimate_settings(),
+        settings.estimate,
         sources=(f"{sample.key} image", f"{sample.key} normals", f"{sample.key} mask"),
     )
     height = estimation.envmaps.shape[1]
@@ -609,11 +557,13 @@ def write_gallery(
     groups.append({"title": "Environment map (camera frame; scale-aligned to the truth)", "images": envs})
 
     materials: list = []
-    gt_sphere = material_sphere(sample.envmap, sample.z, settings.sphere_res, settings.sphere_spp)
+    gt_sphere = material_sphere(
+        sample.envmap, sample.z, settings.estimate.sphere_res, settings.estimate.sphere_spp
+    )
     material_exposure = preview_exposure(gt_sphere)
     save("material_gt.png", tonemap(gt_sphere, material_exposure), f"truth z={_z(sample.z)}", materials)
     for i, (envmap, z) in enumerate(zip(estimation.envmaps[:4], estimation.materials[:4], strict=True)):
-        sphere = material_sphere(envmap, z, settings.sphere_res, settings.sphere_spp)
+        sphere = material_sphere(envmap, z, settings.estimate.sphere_res, settings.estimate.sphere_spp)
         save(
             f"material_sample{i}.png",
             tonemap(aligned(sphere, gt_sphere), material_exposure),
@@ -622,7 +572,7 @@ def write_gallery(
         )
     groups.append({"title": "Material (sphere under its own envmap)", "images": materials})
 
-    mask = sphere_mask(settings.sphere_res)
+    mask = sphere_mask(settings.estimate.sphere_res)
 
     def display(sphere: np.ndarray) -> np.ndarray:
         # Rendered under a tone-mapped envmap: already display values in [0, 1].
@@ -641,10 +591,15 @@ def write_gallery(
     shape = make_shape(*sample.shape)
     material = np.asarray(settings.relight_material, np.float32)
     under_truth = render_object(
-        sample.envmap, shape, material, settings.relight_res, settings.relight_spp, settings.seed
+        sample.envmap, shape, material, settings.relight_res, settings.relight_spp, settings.estimate.seed
     )
     under_estimate = render_object(
-        estimation.envmap_mean, shape, material, settings.relight_res, settings.relight_spp, settings.seed
+        estimation.envmap_mean,
+        shape,
+        material,
+        settings.relight_res,
+        settings.relight_spp,
+        settings.estimate.seed,
     )
     exposure = preview_exposure(under_truth.image[under_truth.mask][None]) if under_truth.mask.any() else None
     scale = metrics.optimal_scale(under_estimate.image, under_truth.image, under_truth.mask)
@@ -753,7 +708,15 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> dic
 def settings_record(settings: EvaluateSettings, with_models: bool = True) -> dict[str, Any]:
     """The settings as plain JSON data (for provenance); ``with_models=False`` leaves out which
     models are evaluated, leaving what makes two evaluations' numbers comparable."""
-    record = json.loads(json.dumps(asdict(settings)))
+    record: dict[str, Any] = {}
+    for key, value in json.loads(json.dumps(asdict(settings))).items():
+        if key != "estimate":
+            record[key] = value
+            continue
+        # The section's flat keys, in place; erode only when set (it was not an evaluate key before,
+        # so records of earlier evaluations stay comparable).
+        default_erode = EstimateSettings().erode
+        record.update({k: v for k, v in value.items() if k != "erode" or v != default_erode})
     if not with_models:
         record.pop("model")
         record.pop("obsnet")

@@ -67,7 +67,7 @@ import functools
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -75,6 +75,7 @@ from rendering.errors import InputError
 
 DATASETS = ("drmnet", "obsnet")
 SPLITS = ("train", "val", "test")
+Split = Literal["train", "val", "test"]  # SPLITS, as a type
 EVAL_SPLIT = "test"  # samples of this split carry the object image, normals, mask and mirror
 DEFAULT_SHAPE_POOL = {"train": 64, "val": 16, "test": 20}  # the paper's 3200/800/1000, scaled down
 LUMINANCE_WEIGHTS = np.array([0.2127, 0.7152, 0.0722])  # Rec. 709 (rendering.hdrio)
@@ -122,39 +123,37 @@ class DatasetSettings:
 
 
 def settings_from_params(params: dict[str, Any], profile: str | None = None) -> DatasetSettings:
-    """params.yaml (``dataset`` section, the selected profile, ``drm``) → DatasetSettings."""
+    """params.yaml (``dataset`` section checked by pipeline/settings.py, the selected profile,
+    ``drm``, ``materials``) → DatasetSettings."""
     from pipeline.config import profile_params, with_profile
+    from pipeline.settings import DatasetSection, from_mapping
 
     params = with_profile(params, profile)
     section = dict(params.get("dataset") or {})
+    written = from_mapping(DatasetSection, section, "dataset")
     chosen = profile_params(params, profile)
-    try:
-        return DatasetSettings(
-            seed=int(section.get("seed", 0)),
-            res=int(section.get("refmap_res", chosen["refmap_res"])),
-            spp=int(section.get("spp", chosen["spp"])),
-            shard_size=int(section.get("shard_size", 64)),
-            samples={d: {s: int(n) for s, n in per.items()} for d, per in section.get("samples", {}).items()},
-            view_azimuth_deg=tuple(float(a) for a in section.get("view_azimuth_deg", (-180.0, 180.0))),
-            object_res=int(section.get("object_res", 64)),
-            object_spp=int(section.get("object_spp", chosen["spp"])),
-            shapes=tuple(str(kind) for kind in section.get("shapes", DatasetSettings.shapes)),
-            shape_pool={
-                **DEFAULT_SHAPE_POOL,
-                **{s: int(n) for s, n in (section.get("shape_pool") or {}).items()},
-            },
-            mesh_dirs={
-                s: (None if d is None else str(d)) for s, d in (section.get("mesh_dirs") or {}).items()
-            },
-            drm=dict(params.get("drm") or {}),
-            measured_fraction={s: float(f) for s, f in (section.get("measured_fraction") or {}).items()},
-            materials=dict(params.get("materials") or {}),
-            envmap_block=int(section.get("envmap_block", 1)),
-            real_fraction={s: float(f) for s, f in (section.get("real_fraction") or {}).items()},
-            augmentation=dict(section.get("augmentation") or {}),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError("params.yaml", f"invalid dataset section ({error})") from None
+    missing = [key for key in ("refmap_res", "spp") if key not in chosen]
+    if missing:
+        raise InputError("params.yaml", f"profiles.{chosen['name']} lacks {missing}")
+    return DatasetSettings(
+        seed=written.seed,
+        res=int(chosen["refmap_res"] if written.refmap_res is None else written.refmap_res),
+        spp=int(chosen["spp"] if written.spp is None else written.spp),
+        shard_size=written.shard_size,
+        samples=written.samples,
+        view_azimuth_deg=written.view_azimuth_deg,
+        object_res=written.object_res,
+        object_spp=int(chosen["spp"] if written.object_spp is None else written.object_spp),
+        shapes=written.shapes,
+        shape_pool={**DEFAULT_SHAPE_POOL, **written.shape_pool},
+        mesh_dirs=written.mesh_dirs,
+        drm=dict(params.get("drm") or {}),
+        measured_fraction=written.measured_fraction,
+        materials=dict(params.get("materials") or {}),
+        envmap_block=written.envmap_block,
+        real_fraction=written.real_fraction,
+        augmentation=dict(section.get("augmentation") or {}),  # as written: part of the shards' fingerprint
+    )
 
 
 def _stable(text: str) -> int:
@@ -287,25 +286,22 @@ def is_file_envmap(envmap_id: str) -> bool:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The ``dataset.augmentation`` section: how file maps are varied (module docstring)."""
+    """The ``dataset.augmentation`` section: how file maps are varied (module docstring); field
+    metadata bounds the numbers (pipeline/settings.py)."""
 
-    splits: tuple[str, ...] = ("train",)  # splits whose file maps are augmented
-    flip: float = 0.0  # probability of a horizontal flip, per block
-    tilt_deg: float = 0.0  # elevation tilt uniform in ±this, per block
-    exposure_stops: float = 0.0  # exposure 2^U(±this), per sample
-    tint: float = 0.0  # per-channel gain exp(U(±this)), normalised to unit luminance, per sample
+    splits: tuple[Split, ...] = ("train",)  # splits whose file maps are augmented
+    # probability of a horizontal flip, per block
+    flip: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    tilt_deg: float = field(default=0.0, metadata={"ge": 0})  # elevation tilt uniform in ±this, per block
+    exposure_stops: float = field(default=0.0, metadata={"ge": 0})  # exposure 2^U(±this), per sample
+    # per-channel gain exp(U(±this)), normalised to unit luminance, per sample
+    tint: float = field(default=0.0, metadata={"ge": 0})
 
     @classmethod
     def from_dict(cls, section: dict[str, Any]) -> Augmentation:
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError("params.yaml", f"dataset.augmentation: unknown keys {sorted(unknown)}")
-        made = cls(**{**section, "splits": tuple(section.get("splits", cls.splits))})
-        if not 0 <= made.flip <= 1 or min(made.tilt_deg, made.exposure_stops, made.tint) < 0:
-            raise InputError(
-                "params.yaml", f"dataset.augmentation: flip must be in [0, 1], the rest ≥ 0: {section}"
-            )
-        return made
+        from pipeline.settings import from_mapping
+
+        return from_mapping(cls, section, "dataset.augmentation")
 
     def applies(self, split: str, envmap_id: str) -> bool:
         return split in self.splits and is_file_envmap(envmap_id)

@@ -47,12 +47,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from models.config import DiffusionConfig, DRMConfig, UNetConfig
+from pipeline.samples import Augmentation, Split
 from rendering.envmap_sources import EnvmapParams
 from rendering.errors import InputError
 
 T = TypeVar("T")
 
-Split = Literal["train", "val", "test"]
 Dataset = Literal["drmnet", "obsnet"]
 ShapeKind = Literal["sphere", "ellipsoid", "superquadric", "blob"]  # rendering.shapes.SHAPES
 TestSet = Literal["principled", "measured"]
@@ -81,6 +81,13 @@ def setting(
     if unknown:
         raise TypeError(f"unknown bounds {sorted(unknown)}")
     return field(default=default, default_factory=factory, metadata=bounds)
+
+
+def embedded(factory: Any) -> Any:
+    """A field holding a dataclass whose keys the section writes at its own level (flat), e.g.
+    ``evaluate.samples`` for ``EvaluateSettings.estimate.samples``; ``factory`` makes its
+    defaults (the keys left out)."""
+    return field(default_factory=factory, metadata={"embed": True})
 
 
 # -- the convention ------------------------------------------------------------------------------
@@ -117,13 +124,26 @@ def _dataclass(cls: type[T], mapping: Any, where: str) -> T:
     if not isinstance(mapping, Mapping):
         raise _Invalid(where, mapping, "must be a mapping of keys")
     fields = _fields(cls)
-    values = {}
+    # An embedded dataclass (metadata ``embed``) reads its keys at this level, beside ours.
+    embedded = {name: kind for name, (kind, meta) in fields.items() if meta.get("embed")}
+    owner = {key: name for name, kind in embedded.items() for key in _fields(kind)}
+    known = [key for key in fields if key not in embedded] + list(owner)
+    values: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {name: {} for name in embedded}
     for key, value in mapping.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            raise _Invalid(path, value, f"unknown key ({_hint(key, fields)})")
-        kind, bounds = fields[key]
-        values[key] = _convert(kind, value, path, bounds)
+        if key in owner:
+            kind, bounds = _fields(embedded[owner[key]])[key]
+            parts[owner[key]][key] = _convert(kind, value, path, bounds)
+        elif key in fields and key not in embedded:
+            kind, bounds = fields[key]
+            values[key] = _convert(kind, value, path, bounds)
+        else:
+            raise _Invalid(path, value, f"unknown key ({_hint(key, known)})")
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    for name, part in parts.items():
+        if part:
+            values[name] = dataclasses.replace(defaults[name].default_factory(), **part)
     return cls(**values)
 
 
@@ -287,17 +307,6 @@ class SplitSettings:
 
 
 @dataclass(frozen=True)
-class AugmentationSettings:
-    """``dataset.augmentation``: how file maps are varied (pipeline/samples.py Augmentation)."""
-
-    splits: tuple[Split, ...] = ("train",)  # splits whose file maps are augmented
-    flip: float = setting(0.0, ge=0, le=1)  # probability of a horizontal flip, per block
-    tilt_deg: float = setting(0.0, ge=0)  # elevation tilt uniform in ±this, per block
-    exposure_stops: float = setting(0.0, ge=0)  # exposure 2^U(±this), per sample
-    tint: float = setting(0.0, ge=0)  # per-channel gain exp(U(±this)), per sample
-
-
-@dataclass(frozen=True)
 class DatasetSection:
     """The ``dataset`` section as written. What a sample's content depends on is
     ``pipeline.samples.DatasetSettings`` (made from this, the profile and ``drm``/``materials``)."""
@@ -309,7 +318,7 @@ class DatasetSection:
     samples: dict[Dataset, dict[Split, int]] = setting(factory=dict, ge=0)  # dataset → split → count
     envmap_block: int = setting(1, ge=1)  # consecutive samples sharing one envmap draw
     real_fraction: dict[Split, float] = setting(factory=dict, ge=0, le=1)  # share of blocks on file maps
-    augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
+    augmentation: Augmentation = field(default_factory=Augmentation)  # file maps' flip, tilt, exposure, tint
     view_azimuth_deg: tuple[float, float] = (-180.0, 180.0)  # uniform view azimuth range
     object_res: int = setting(64, ge=4)  # object images: pixels per side
     object_spp: int | None = setting(None, ge=1)  # object images: samples per pixel (None: the profile's spp)
@@ -397,7 +406,9 @@ class EstimateSettings:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """The ``evaluate`` section (pipeline/flows/evaluate.py)."""
+    """The ``evaluate`` section (pipeline/flows/evaluate.py). The estimation run on every test
+    sample is an :class:`EstimateSettings` whose keys the section writes flat (``samples``,
+    ``seed``, ``envmap_height``, …)."""
 
     model: str = "models:/drmnet@candidate"  # the DRMNet evaluated: URI or checkpoint directory
     obsnet: str | None = "models:/obsnet@candidate"  # ObsNet: URI, checkpoint directory or None
@@ -406,13 +417,9 @@ class EvaluateSettings:
     envmaps: str = "data/envmaps"
     test_sets: tuple[TestSet, ...] = ("principled", "measured")
     items: int = setting(8, ge=0)  # test samples per test set (0: all)
-    samples: int = setting(4, ge=1)  # N stochastic samples per test sample
-    seed: int = setting(0, ge=0)
-    max_steps: int | None = setting(None, ge=1)  # DRM steps at most (None: the model's)
-    ddim_steps: int | None = setting(None, ge=1)  # ObsNet DDIM steps (None: the model's)
-    envmap_height: int = setting(32, ge=2)  # height of the estimated envmaps (H, 2H)
-    sphere_res: int = setting(64, ge=1)  # protocol spheres, pixels per side
-    sphere_spp: int = setting(64, ge=1)
+    # N samples per test sample, their seed (also the protocol renders'), the DRM / DDIM steps,
+    # the estimated envmaps' height (32 here), the protocol spheres' pixels and samples per pixel
+    estimate: EstimateSettings = embedded(lambda: EstimateSettings(envmap_height=32))
     rerender_spp: int = setting(64, ge=1)
     baselines: tuple[Baseline, ...] = ("observed_mirror", "completed_mirror", "constant_mean", "oracle")
     primary_metric: Metric = "mirror_rel_si_rmse"  # decides the champion: lower is better
@@ -431,17 +438,6 @@ class EvaluateSettings:
     @classmethod
     def from_params(cls, section: Mapping[str, Any] | None) -> EvaluateSettings:
         return from_mapping(cls, section or {}, "evaluate")
-
-    def estimate_settings(self) -> EstimateSettings:
-        return EstimateSettings(
-            samples=self.samples,
-            seed=self.seed,
-            max_steps=self.max_steps,
-            ddim_steps=self.ddim_steps,
-            envmap_height=self.envmap_height,
-            sphere_res=self.sphere_res,
-            sphere_spp=self.sphere_spp,
-        )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import io
 import os
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +29,19 @@ import numpy as np
 
 from pipeline.config import with_profile
 from pipeline.samples import SPLITS
+from pipeline.settings import SplitSettings, from_mapping
 from rendering.errors import InputError
 
 ENVMAP_TABLE = "envmaps.parquet"
 
 
-@dataclass(frozen=True)
-class SplitSettings:
-    """The ``envmaps_split`` section of params.yaml."""
-
-    seed: int = 0  # shuffles the envmaps before they are cut into splits
-    proportions: dict[str, float] = field(default_factory=lambda: {"train": 0.64, "val": 0.16, "test": 0.2})
-
-
 def split_settings_from_params(params: dict[str, Any]) -> SplitSettings:
-    section = dict(with_profile(params).get("envmaps_split") or {})
-    unknown = set(section) - {"seed", "proportions"}
-    if unknown:
-        raise InputError("params.yaml", f"envmaps_split: unknown keys {sorted(unknown)}")
-    proportions = {
-        s: float(p) for s, p in (section.get("proportions") or SplitSettings().proportions).items()
-    }
-    if set(proportions) - set(SPLITS) or any(not np.isfinite(p) or p < 0 for p in proportions.values()):
-        raise InputError("params.yaml", f"envmaps_split.proportions must map {SPLITS} to numbers ≥ 0")
-    if sum(proportions.values()) <= 0:
+    """The ``envmaps_split`` section (with the profile's overrides), checked (pipeline/settings.py)."""
+    section = with_profile(params).get("envmaps_split") or {}
+    settings = from_mapping(SplitSettings, section, "envmaps_split")
+    if sum(settings.proportions.values()) <= 0:
         raise InputError("params.yaml", "envmaps_split.proportions must not all be 0")
-    return SplitSettings(seed=int(section.get("seed", 0)), proportions=proportions)
+    return settings
 
 
 def _cut(count: int, proportions: dict[str, float]) -> list[str]:

@@ -81,7 +81,7 @@ def test_the_protocol_tone_maps_an_estimate_at_the_truths_exposure_after_scale_a
     from pipeline.evaluation import EvaluateSettings, tonemapped_estimate, tonemapped_truth
 
     envmap = studio_envmap(16)
-    settings = EvaluateSettings(sphere_res=16, sphere_spp=4)
+    settings = EvaluateSettings.from_params({"sphere_res": 16, "sphere_spp": 4})
     truth = tonemapped_truth(envmap, 16, settings)
     assert truth["exposure"] == pytest.approx(metrics.tonemap_exposure(envmap))
     np.testing.assert_allclose(

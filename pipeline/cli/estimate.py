@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -79,10 +80,11 @@ def estimate(
     from pipeline.estimate import EstimateSettings, estimate_files, write_estimation
     from pipeline.registry import load_estimator
 
-    section = _section("estimate", params)
     overrides = {"samples": samples, "seed": seed, "envmap_height": res, "erode": erode}
-    section.update({k: v for k, v in overrides.items() if v is not None})
-    settings = EstimateSettings.from_params(section)
+    settings = dataclasses.replace(  # the file's section (checked there), then the options (checked here)
+        EstimateSettings.from_params(_section("estimate", params)),
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
     if settings.samples < 1:
         raise InputError("--samples", f"must be ≥ 1, got {settings.samples}")
     if settings.erode < 0:
