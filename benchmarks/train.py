@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.config import drmnet_config, obsnet_config  # noqa: E402
 from models.weights import build_networks  # noqa: E402
 from pipeline.config import load_params, profile_params  # noqa: E402
-from pipeline.training.train_drmnet import train_drmnet  # noqa: E402
-from pipeline.training.train_obsnet import train_obsnet  # noqa: E402
+from pipeline.training.families import FAMILIES  # noqa: E402
+from pipeline.training.loop import training_loop  # noqa: E402
 
 
 def synthetic_batches(net: str, batch: int, res: int, count: int = 4) -> list[dict[str, torch.Tensor]]:
@@ -60,15 +60,14 @@ def measure(net: str, profile: str, batch: int, steps: int) -> tuple[float, int,
     config = drmnet_config(block, params.get("drm")) if net == "drmnet" else obsnet_config(block)
     with torch.device("meta"):
         size = sum(p.numel() for m in build_networks(config).values() for p in m.parameters())
-    loop = train_drmnet if net == "drmnet" else train_obsnet
     data = synthetic_batches(net, batch, res)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         # One tick per step; the first (warm-up) tick is dropped, the others are timed.
-        loop(
+        training_loop(
+            FAMILIES[net](config),
             data,
             Path(tmp) / net,
-            config,
             total_samples=batch * (steps + 1),
             tick_samples=batch,
             snapshot_ticks=10**9,

@@ -57,25 +57,25 @@ def synthetic_batches(net: str, n: int = 8, seed: int = 0) -> list[dict[str, tor
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, one_torch_thread) -> dict[str, Path]:
     """Training checkpoints of a tiny DRMNet and ObsNet (state.pt, model + EMA weights, config)."""
-    from pipeline.training.train_drmnet import train_drmnet
-    from pipeline.training.train_obsnet import train_obsnet
+    from pipeline.training.families import DRMNet, ObsNet
+    from pipeline.training.loop import training_loop
 
     root = tmp_path_factory.mktemp("pretrained") / "checkpoints"
     short = dict(total_samples=32, warmup_samples=8, ema_halflife_samples=8, tick_samples=16, preview_ticks=0)
     drmnet = DRMNetConfig(resolution=R, illnet=UNET, refnet=UNET, drm=DRMConfig(max_steps=4))
-    train_drmnet(
+    training_loop(
+        DRMNet(drmnet),
         lambda epoch: synthetic_batches("drmnet", seed=epoch),
         root / "drmnet",
-        drmnet,
         fingerprint=SYNTHETIC_DATA,
         log=lambda line: None,
         **short,
     )
     obsnet = ObsNetConfig(resolution=R, unet=UNET, diffusion=DiffusionConfig(sampling_steps=3))
-    train_obsnet(
+    training_loop(
+        ObsNet(obsnet),
         lambda epoch: synthetic_batches("obsnet", seed=epoch),
         root / "obsnet",
-        obsnet,
         fingerprint=SYNTHETIC_DATA,
         log=lambda line: None,
         **short,

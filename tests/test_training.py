@@ -18,8 +18,9 @@ from models.ddpm import Diffusion, complete_refmap
 from models.drm import drm_training_loss, intensity_scale, to_network
 from models.estimator import Estimator
 from models.weights import build_networks, load_networks
-from pipeline.training.train_drmnet import train_drmnet
-from pipeline.training.train_obsnet import train_obsnet
+from pipeline.training.families import DRMNet, ObsNet
+from pipeline.training.loop import training_loop
+from rendering.errors import InputError
 
 R = 16
 NET = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(8,))
@@ -48,10 +49,10 @@ def _mean_loss(nets, samples, config: DRMNetConfig) -> float:
 def test_drmnet_learns_its_training_trajectories(trajectories, tmp_path):
     config = DRMNetConfig(R, NET, NET)
     run_dir = tmp_path / "drmnet"
-    summary = train_drmnet(
+    summary = training_loop(
+        DRMNet(config),
         lambda epoch: batches(trajectories, 16, seed=epoch),
         run_dir,
-        config,
         total_samples=6000,
         lr=3e-3,
         warmup_samples=300,
@@ -106,10 +107,10 @@ def test_obsnet_learns_to_fill_the_holes_of_its_observations(tmp_path):
     z_obs = np.random.default_rng(0).random((4, 6)).astype(np.float32)
     samples = obsnet_samples(blob_envmap(32, seed=1), z_obs, R, spp=16, seed=0)
     config = ObsNetConfig(R, UNetConfig(16, (1, 2), 1, (8,)), DiffusionConfig(prediction="v"))
-    train_obsnet(
+    training_loop(
+        ObsNet(config),
         lambda epoch: batches(samples, 8, seed=epoch),
         tmp_path / "obsnet",
-        config,
         total_samples=3000,
         lr=3e-3,
         warmup_samples=150,
@@ -141,7 +142,7 @@ def test_resumed_training_equals_uninterrupted_training(net, trajectories, tmp_p
     """8 steps in one go == 4 steps, stop, resume, 4 steps: every weight, EMA weight and optimizer
     moment, bit for bit (deterministic data order, fixed seeds, CPU)."""
     if net == "drmnet":
-        samples, loop, config = trajectories[::5][:16], train_drmnet, DRMNetConfig(R, NET, NET)
+        samples, family = trajectories[::5][:16], DRMNet(DRMNetConfig(R, NET, NET), teacher_forcing=0.5)
     else:
         samples = [
             {
@@ -151,29 +152,25 @@ def test_resumed_training_equals_uninterrupted_training(net, trajectories, tmp_p
             }
             for s in trajectories[::5][:16]
         ]
-        loop, config = train_obsnet, ObsNetConfig(R, NET)
+        family = ObsNet(ObsNetConfig(R, NET))
     options = dict(
-        network=config,
         total_samples=32,
         lr=1e-3,
         warmup_samples=8,
         ema_halflife_samples=8,
-        teacher_forcing=0.5,
         tick_samples=4,
         snapshot_ticks=100,
         log=lambda line: None,
     )
-    if net == "obsnet":
-        del options["teacher_forcing"]
 
     def data(epoch):  # 3 batches per epoch, so the stop falls inside an epoch
         return batches(samples[:12], 4, seed=epoch)
 
-    loop(data, tmp_path / "whole", **options)
-    loop(data, tmp_path / "parts", stop_at_samples=16, **options)
+    training_loop(family, data, tmp_path / "whole", **options)
+    training_loop(family, data, tmp_path / "parts", stop_at_samples=16, **options)
     state = torch.load(tmp_path / "parts" / "state.pt", weights_only=True)
     assert state["samples"] == 16 and state["data"] == {"epoch": 1, "index": 1}
-    loop(data, tmp_path / "parts", resume=True, **options)
+    training_loop(family, data, tmp_path / "parts", resume=True, **options)
 
     for name in ("model.safetensors", "ema.safetensors"):
         whole, parts = load_file(tmp_path / "whole" / name), load_file(tmp_path / "parts" / name)
@@ -187,3 +184,22 @@ def test_resumed_training_equals_uninterrupted_training(net, trajectories, tmp_p
         for name in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(moments[name], parts["optimizer"]["state"][key][name])
     assert [r["samples"] for r in whole["history"]] == [r["samples"] for r in parts["history"]]
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_snapshot(trajectories, tmp_path):
+    """Two good batches (a snapshot after them), then one whose L_k is NaN: the training stops with
+    an error naming the data, the step and the samples, and the snapshot is left as it was."""
+    good = batches(trajectories[::5][:8], 4)
+    bad = {**good[0], "refmap_k": torch.full_like(good[0]["refmap_k"], float("nan"))}
+    options = dict(total_samples=64, tick_samples=4, snapshot_ticks=2, log=lambda line: None)
+    family = DRMNet(DRMNetConfig(R, NET, NET))
+    training_loop(family, good, tmp_path / "stopped", stop_at_samples=8, **options)
+
+    expected = r"^data/shards/x: drmnet training stopped: the loss is nan at step 3 \(after 8 samples\)"
+    with pytest.raises(InputError, match=expected) as error:
+        training_loop(family, [*good, bad], tmp_path / "run", data_name="data/shards/x", **options)
+    assert "keeps its checkpoint of 8 samples" in str(error.value) and "\n" not in str(error.value)
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert state["samples"] == 8 and not state["complete"]
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "stopped" / name).read_bytes()

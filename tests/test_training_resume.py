@@ -197,3 +197,38 @@ def test_manual_resume_of_another_runs_checkpoint_names_what_differs(splits, tmp
     assert "data.manifest-shards.parquet" in error.problem and "train.lr" not in error.problem
     # The refused checkpoint is left as it was.
     assert (tmp_path / "checkpoints/obsnet/state.pt").read_bytes() == before
+
+
+
+def test_a_non_finite_loss_stops_the_stage_naming_its_data_and_registers_nothing(
+    splits, tmp_path, monkeypatch
+):
+    """A loss that turns NaN (here forced: shards cannot hold NaN) after the first snapshot: one
+    error naming the split and the step; the snapshot stays, unfinished; the MLflow run FAILED and
+    no model version registered."""
+    import mlflow
+
+    from pipeline.registry import EXPERIMENT
+    from pipeline.training.families import ObsNet
+
+    finite_loss = ObsNet.loss
+
+    def loss(self, nets, batch, generator, samples, total_samples):
+        value, parts, logged = finite_loss(self, nets, batch, generator, samples, total_samples)
+        return (value * np.nan if samples >= 20 else value), parts, logged
+
+    monkeypatch.setattr(ObsNet, "loss", loss)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as error:
+        run_training("obsnet", _params(), resume=False, data_dir=splits["train"], register=True)
+    assert error.value.source == str(splits["train"])
+    stopped = "obsnet training stopped: the loss is nan at step 6 (after 20 samples)"
+    assert error.value.problem.startswith(stopped)
+    assert error.value.problem.endswith("checkpoints/obsnet keeps its checkpoint of 20 samples")
+    state = _state(tmp_path)
+    assert state["samples"] == 20 and not state["complete"]
+    client = mlflow.MlflowClient()
+    assert client.search_model_versions("name='obsnet'") == []
+    [run] = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert run.info.status == "FAILED"

@@ -55,6 +55,14 @@ def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
     return dict(zip(keys, (t / d.world_size).tolist(), strict=True))
 
 
+def all_finite(value: torch.Tensor, d: Dist) -> bool:
+    """Whether ``value`` is finite on every rank (so that all ranks stop together when one is not)."""
+    finite = torch.isfinite(value.detach()).all().to(torch.int32)
+    if d.enabled:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite)
+
+
 def generator_states(generator: torch.Generator, d: Dist) -> list[torch.Tensor]:
     """Every rank's generator state, in rank order (rank r resumes with entry r)."""
     local = generator.get_state()

@@ -23,29 +23,34 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.config import DRMNetConfig, ObsNetConfig, drmnet_config, obsnet_config
+from models.config import DRMNetConfig, ObsNetConfig
 from pipeline.config import profile_params
 from rendering.errors import InputError
 
-if TYPE_CHECKING:  # checkpoint.py imports torch
+if TYPE_CHECKING:  # checkpoint.py and families.py import torch
     from pipeline.training.checkpoint import Resume
+    from pipeline.training.families import Family
 
-NETS = ("drmnet", "obsnet")
+NETS = ("drmnet", "obsnet")  # the keys of pipeline/training/families.py FAMILIES
 CHECKPOINTS = Path("checkpoints")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 SHARDS = Path("data/shards")
 LOADER_OPTIONS = ("batch_size", "num_workers", "shuffle_buffer")  # settings for the reader, not the loop
 RUN_CONTROL = ("stop_at_samples", "snapshot_ticks", "preview_ticks")  # when to stop/save/preview, not what
-FIELDS = {  # what each family reads from its shards
-    "drmnet": ("refmap_obs", "refmap_k", "refmap_next", "refmap_mirror", "z_obs", "z_k", "k", "K"),
-    "obsnet": ("refmap_obs", "observed", "observed_mask"),
-}
 
 
 def _check_net(net: str) -> None:
     if net not in NETS:
         raise InputError("net", f"unknown network family {net!r}; choose one of {NETS}")
+
+
+def _family(net: str) -> type[Family]:
+    """The family class of ``net`` (pipeline/training/families.py), imported only to train."""
+    _check_net(net)
+    from pipeline.training.families import FAMILIES
+
+    return FAMILIES[net]
 
 
 def training_settings(params: dict[str, Any], net: str, profile: str | None = None) -> dict[str, Any]:
@@ -62,33 +67,28 @@ def network_config(
     params: dict[str, Any], net: str, profile: str | None = None
 ) -> DRMNetConfig | ObsNetConfig:
     """The network config of ``net`` for the profile (sizes, resolution, DRM/diffusion constants)."""
-    _check_net(net)
+    family = _family(net)
     chosen = profile_params(params, profile)
-    missing = [
-        key
-        for key in ("refmap_res", *(("illnet", "refnet") if net == "drmnet" else ("obsnet",)))
-        if key not in chosen
-    ]
+    missing = [key for key in ("refmap_res", *family.profile_keys) if key not in chosen]
     if missing:
         raise InputError("params.yaml", f"profiles.{chosen['name']} lacks {missing}")
     try:
-        if net == "drmnet":
-            return drmnet_config(chosen, params.get("drm"))
-        return obsnet_config(chosen, training_settings(params, net, profile).get("diffusion"))
+        return family.network_config(chosen, params, training_settings(params, net, profile))
     except (KeyError, TypeError, ValueError) as error:
         raise InputError("params.yaml", f"invalid network settings for {net} ({error})") from None
 
 
-def _loop_kwargs(net: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that are keyword arguments of the training loop; unknown keys are an error."""
-    from pipeline.training.train_drmnet import train_drmnet
-    from pipeline.training.train_obsnet import train_obsnet
+def _loop_kwargs(net: str, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings that are keyword arguments of the training loop, and those of the family
+    (DRMNet: ``teacher_forcing``); unknown keys are an error."""
+    from pipeline.training.loop import training_loop
 
-    loop = train_drmnet if net == "drmnet" else train_obsnet
+    family_options = set(inspect.signature(_family(net)).parameters) - {"config"}
     set_here = {
+        "family",
         "data",
-        "network",
         "run_dir",
+        "data_name",
         "tracker",
         "resume",
         "fingerprint",
@@ -97,12 +97,13 @@ def _loop_kwargs(net: str, settings: dict[str, Any]) -> dict[str, Any]:
         "plot_path",
         "log",
     }
-    allowed = set(inspect.signature(loop).parameters) - set_here
+    allowed = set(inspect.signature(training_loop).parameters) - set_here | family_options
     kwargs = {k: v for k, v in settings.items() if k not in (*LOADER_OPTIONS, "diffusion")}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise InputError("params.yaml", f"unknown keys in train_{net}: {unknown}; allowed: {sorted(allowed)}")
-    return kwargs
+    options = {k: kwargs.pop(k) for k in sorted(family_options & set(kwargs))}
+    return kwargs, options
 
 
 def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
@@ -127,7 +128,7 @@ def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
         num_workers=int(settings.get("num_workers", 2)),
         epoch_samples=epoch_samples,
         seed=int(settings.get("seed", 0)),
-        keys=FIELDS[net],
+        keys=_family(net).fields,
     )
 
     def batches(epoch: int):
@@ -181,13 +182,12 @@ def run_training(
     True or ``"auto"`` (see pipeline/training/checkpoint.py). Returns the final metrics (plus
     ``model_version`` when registered)."""
     from pipeline.training.checkpoint import fingerprint_of, plan_start
-    from pipeline.training.train_drmnet import train_drmnet
-    from pipeline.training.train_obsnet import train_obsnet
+    from pipeline.training.loop import training_loop
 
-    _check_net(net)
     settings = training_settings(params, net, profile)
     network = network_config(params, net, profile)
-    kwargs = _loop_kwargs(net, settings)
+    kwargs, options = _loop_kwargs(net, settings)
+    family = _family(net)(network, **options)
     split_dir = Path(data_dir) if data_dir is not None else SHARDS / net / "train"
     from pipeline.manifest import require_intact_split
 
@@ -195,7 +195,6 @@ def run_training(
     fingerprint = run_fingerprint(net, params, profile, split_dir)
     data = shard_data(split_dir, net, settings)
     run_dir = CHECKPOINTS / net
-    loop = train_drmnet if net == "drmnet" else train_obsnet
     outputs = {
         "run_dir": run_dir,
         "metrics_path": METRICS / f"train_{net}.json",
@@ -203,10 +202,11 @@ def run_training(
         "device": device,
         "resume": resume,
         "fingerprint": fingerprint,
+        "data_name": str(split_dir),
     }
     is_main = int(os.environ.get("RANK", "0")) == 0
     if not (register and is_main):
-        return loop(data, network=network, **outputs, **kwargs)
+        return training_loop(family, data, **outputs, **kwargs)
 
     from pipeline.registry import register_model, training_run
 
@@ -223,7 +223,7 @@ def run_training(
     }
     continued = start.tracker_run_id if start.resume else None
     with training_run(net, logged, split_dir, run_id=continued) as tracker:
-        metrics = loop(data, network=network, tracker=tracker, **outputs, **kwargs)
+        metrics = training_loop(family, data, tracker=tracker, **outputs, **kwargs)
         if metrics["complete"]:
             metrics["model_version"] = register_model(net, run_dir, tracker.run_id)
         else:  # stopped early (stop_at_samples): a half-trained model is no candidate

@@ -1,0 +1,125 @@
+"""What the training loop (loop.py) trains: one small object per network family.
+
+A family holds its network config and its own settings, and gives the loop what differs between
+families: the networks to build, the loss of one batch and a preview grid of samples. The stage
+(stage.py) also reads from it which shard fields the family trains on, which profile blocks hold
+its network sizes and how its config is made from params.yaml.
+
+    DRMNet   IllNet + RefNet, the DRM process (models/drm.py; DESIGN.md §3.4)
+    ObsNet   the conditional DDPM that completes observed refmaps (models/ddpm.py)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.config import DRMNetConfig, ObsNetConfig, drmnet_config, obsnet_config
+from models.ddpm import Diffusion, obsnet_training_loss
+from models.drm import drm_training_loss
+from models.weights import build_networks
+from pipeline.training.previews import drmnet_preview, obsnet_preview
+
+Batch = dict[str, torch.Tensor]
+Loss = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]  # loss, its parts, logged extras
+
+
+class DRMNet:
+    """IllNet + RefNet, trained on pairs (L_k, L_{k−1}) of the DRM process."""
+
+    name: ClassVar[str] = "drmnet"
+    lr: ClassVar[float] = 5e-5  # the paper's learning rate
+    fields: ClassVar[tuple[str, ...]] = (  # what it reads from its shards
+        "refmap_obs",
+        "refmap_k",
+        "refmap_next",
+        "refmap_mirror",
+        "z_obs",
+        "z_k",
+        "k",
+        "K",
+    )
+    profile_keys: ClassVar[tuple[str, ...]] = ("illnet", "refnet")  # its network sizes in a profile
+
+    def __init__(
+        self,
+        config: DRMNetConfig,  # Network sizes, resolution, DRM constants.
+        teacher_forcing: float = 0.5,  # Fraction of training where IllNet sees the true z_k.
+    ):
+        self.config = config
+        self.teacher_forcing = teacher_forcing
+
+    @staticmethod
+    def network_config(
+        profile: dict[str, Any], params: dict[str, Any], settings: dict[str, Any]
+    ) -> DRMNetConfig:
+        """From the profile block, the ``drm`` section and the ``train_drmnet`` settings."""
+        return drmnet_config(profile, params.get("drm"))
+
+    def networks(self) -> dict[str, nn.Module]:
+        return build_networks(self.config)
+
+    def loss(
+        self,
+        nets: dict[str, nn.Module],
+        batch: Batch,
+        generator: torch.Generator,
+        samples: int,
+        total_samples: int,
+    ) -> Loss:
+        """The loss of one batch after ``samples`` of ``total_samples`` training samples."""
+        teacher = samples < self.teacher_forcing * total_samples
+        loss, parts = drm_training_loss(
+            nets["illnet"], nets["refnet"], batch, self.config.drm, teacher, generator
+        )
+        return loss, parts, {"teacher_forcing": float(teacher)}
+
+    def preview(self, ema_nets: dict[str, nn.Module], batch: Batch, seed: int) -> np.ndarray:
+        return drmnet_preview(ema_nets, self.config, batch, seed=seed)
+
+
+class ObsNet:
+    """ObsNet, a conditional DDPM trained to complete sparse observed refmaps."""
+
+    name: ClassVar[str] = "obsnet"
+    lr: ClassVar[float] = 1e-4  # the paper's learning rate
+    fields: ClassVar[tuple[str, ...]] = ("refmap_obs", "observed", "observed_mask")
+    profile_keys: ClassVar[tuple[str, ...]] = ("obsnet",)
+
+    def __init__(
+        self,
+        config: ObsNetConfig,  # Network size, resolution and diffusion constants.
+    ):
+        self.config = config
+        self.diffusion = Diffusion(config.diffusion)
+
+    @staticmethod
+    def network_config(
+        profile: dict[str, Any], params: dict[str, Any], settings: dict[str, Any]
+    ) -> ObsNetConfig:
+        """From the profile block and the ``diffusion`` block of the ``train_obsnet`` settings."""
+        return obsnet_config(profile, settings.get("diffusion"))
+
+    def networks(self) -> dict[str, nn.Module]:
+        return build_networks(self.config)
+
+    def loss(
+        self,
+        nets: dict[str, nn.Module],
+        batch: Batch,
+        generator: torch.Generator,
+        samples: int,
+        total_samples: int,
+    ) -> Loss:
+        loss, parts = obsnet_training_loss(nets["obsnet"], self.diffusion, batch, generator)
+        return loss, parts, {}
+
+    def preview(self, ema_nets: dict[str, nn.Module], batch: Batch, seed: int) -> np.ndarray:
+        return obsnet_preview(ema_nets, self.config, batch, seed=seed)
+
+
+Family = DRMNet | ObsNet
+FAMILIES: dict[str, type[DRMNet] | type[ObsNet]] = {family.name: family for family in (DRMNet, ObsNet)}
