@@ -121,6 +121,8 @@ OUT_IS_A_FILE = [
     ["estimate", *OBSERVATION],
     ["make-envmaps", "--n", 1, "--res", 8],
     ["report", "--eval", "eval"],
+    ["export-model", "models/drmnet"],
+    ["evaluate", "--no-flow"],
     ["make-envmap-splits"],
     ["render-dataset", "--dataset", "drmnet", "--split", "train"],
 ]

@@ -137,6 +137,7 @@ def export_model(
     provenance (samples, training settings, data version, git commit) in provenance.json."""
     from pipeline.pretrained import export_model as export
 
+    check_out_dir(out)
     directory = export(checkpoint, out, dtype)
     for path in sorted(directory.iterdir()):
         if path.is_file():
