@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from pipeline import watchdog
 from pipeline.cli import dataset, estimate, objects, render, train, workspace  # noqa: F401  (register commands)
 from pipeline.cli.app import app
 from rendering.errors import InputError
@@ -17,8 +18,9 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
 
 def main() -> None:
     """Run the CLI; bad input ends with its one-line message and exit code 2, not a traceback;
-    warnings are one line each."""
+    warnings are one line each; the processes it starts end with it (pipeline/watchdog.py)."""
     warnings.formatwarning = _one_line  # how printed warnings look; recorded ones (tests) are untouched
+    watchdog.start()  # children (Prefect's server, loader workers) die with this process, even on SIGKILL
     try:
         app()
     except InputError as error:
