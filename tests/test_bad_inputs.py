@@ -102,6 +102,11 @@ NUMERIC = [
     (["make-envmaps", "--out", "envmaps", "--n", 1, "--room-spp", 0], "--room-spp: must be ≥ 1, got 0"),
     (["estimate", *OBSERVATION, "--out", "est", "--res", 0], "--res: must be ≥ 2, got 0"),
     (["estimate", *OBSERVATION, "--out", "est", "--samples", 0], "--samples: must be ≥ 1, got 0"),
+    (
+        ["render-dataset", "--dataset", "drmnet", "--split", "train", "--workers", 0],
+        "--workers: must be ≥ 1, got 0",
+    ),
+    (["serve", "--limit", 0], "--limit: must be ≥ 1, got 0"),
 ]
 
 

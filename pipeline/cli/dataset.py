@@ -29,6 +29,7 @@ def make_envmap_splits_command(
     from pipeline.splits import make_envmap_splits
 
     check_out_dir(out)
+
     def progress(done: int, total: int, envmap_id: str) -> None:
         print(f"\r{done}/{total} {envmap_id}", end="", file=sys.stderr, flush=True)
 
@@ -49,7 +50,7 @@ def render_dataset_command(
         str | None, typer.Option(help="threads | processes | dask (default: params dataset.runner)")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="parallel shard tasks (default: params dataset.workers)")
+        int | None, typer.Option(help="parallel shard tasks (default: params dataset.workers)")
     ] = None,
     dask_address: Annotated[
         str | None, typer.Option(help="a Dask scheduler, e.g. tcp://host:8786 (implies dask)")
@@ -65,12 +66,13 @@ def render_dataset_command(
 
     Resumable: finished shards that still verify are skipped; the manifests are written last.
     """
-    from pipeline.cli.checks import check_out_dir
+    from pipeline.cli.checks import check_out_dir, check_range
     from pipeline.flows.render_dataset import run_render_dataset
     from pipeline.samples import DATASETS, SPLITS
     from rendering.errors import InputError
 
     check_out_dir(out)
+    check_range("--workers", workers, 1)
     if dataset not in DATASETS:
         raise InputError("--dataset", f"unknown dataset {dataset!r}; choose one of {DATASETS}")
     if split not in SPLITS:
