@@ -50,16 +50,18 @@ from models.config import DiffusionConfig, DRMConfig, UNetConfig
 from pipeline.samples import Augmentation, Split
 from rendering.envmap_sources import EnvmapParams
 from rendering.errors import InputError
+from rendering.shapes import SHAPES
+from rendering.spheres import SPHERES
 
 T = TypeVar("T")
 
 Dataset = Literal["drmnet", "obsnet"]
-ShapeKind = Literal["sphere", "ellipsoid", "superquadric", "blob"]  # rendering.shapes.SHAPES
+ShapeKind = Literal[SHAPES]  # the built-in shapes
 TestSet = Literal["principled", "measured"]
 Baseline = Literal["observed_mirror", "completed_mirror", "constant_mean", "oracle"]
 SPHERE_METRICS = tuple(
     f"{sphere}_{score}"
-    for sphere in ("mirror", "matte_silver", "diffuse")  # rendering.spheres.SPHERES
+    for sphere in SPHERES  # the protocol's three spheres
     for score in ("rmse", "si_rmse", "nrmse", "rel_si_rmse", "angular")
 )
 OTHER_METRICS = (
@@ -120,14 +122,24 @@ def _fields(cls: type) -> dict[str, tuple[Any, Mapping[str, float]]]:
     return {f.name: (hints[f.name], f.metadata) for f in dataclasses.fields(cls) if f.init}
 
 
+def _keys(cls: type) -> list[str]:
+    """The keys a section of dataclass ``cls`` may hold: its fields, an embedded one's in its place."""
+    return [
+        key
+        for name, (kind, meta) in _fields(cls).items()
+        for key in (_keys(kind) if meta.get("embed") else [name])
+    ]
+
+
 def _dataclass(cls: type[T], mapping: Any, where: str) -> T:
+    mapping = {} if mapping is None else mapping  # `section:` with nothing under it (YAML null)
     if not isinstance(mapping, Mapping):
-        raise _Invalid(where, mapping, "must be a mapping of keys")
+        raise _Invalid(where, mapping, f"must be {_describe(cls)}")
     fields = _fields(cls)
     # An embedded dataclass (metadata ``embed``) reads its keys at this level, beside ours.
     embedded = {name: kind for name, (kind, meta) in fields.items() if meta.get("embed")}
     owner = {key: name for name, kind in embedded.items() for key in _fields(kind)}
-    known = [key for key in fields if key not in embedded] + list(owner)
+    known = _keys(cls)
     values: dict[str, Any] = {}
     parts: dict[str, dict[str, Any]] = {name: {} for name in embedded}
     for key, value in mapping.items():
@@ -187,6 +199,7 @@ def _convert(kind: Any, value: Any, where: str, bounds: Mapping[str, float]) -> 
         ]
         return tuple(converted) if origin is tuple else converted
     if origin is dict:
+        value = {} if value is None else value  # `key:` with nothing under it (YAML null)
         if not isinstance(value, Mapping):
             raise _Invalid(where, value, f"must be {_describe(kind, bounds)}")
         key_kind, value_kind = args
@@ -215,13 +228,13 @@ def _convert(kind: Any, value: Any, where: str, bounds: Mapping[str, float]) -> 
 
 
 def _bounded(number: float, where: str, kind: type, bounds: Mapping[str, float]) -> Any:
-    checks = {
-        "ge": number >= bounds.get("ge", -math.inf),
-        "gt": number > bounds.get("gt", -math.inf),
-        "le": number <= bounds.get("le", math.inf),
-        "lt": number < bounds.get("lt", math.inf),
-    }
-    if not all(checks.values()):
+    inside = (
+        number >= bounds.get("ge", -math.inf)
+        and number > bounds.get("gt", -math.inf)
+        and number <= bounds.get("le", math.inf)
+        and number < bounds.get("lt", math.inf)
+    )
+    if not inside:
         raise _Invalid(where, number, f"must be {_describe(kind, bounds)}")
     return number
 
@@ -230,7 +243,7 @@ def _describe(kind: Any, bounds: Mapping[str, float] = {}) -> str:
     """What ``kind`` with ``bounds`` allows, in words: 'an integer >= 1', 'a number in [0, 1]'."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
-        return f"a mapping with keys {', '.join(_fields(kind))}"
+        return f"a mapping with keys {', '.join(_keys(kind))}"
     if origin in (typing.Union, types.UnionType):
         arms = [_describe(a, bounds) for a in args if a is not type(None)]
         return " or ".join(arms) + (" or null" if type(None) in args else "")

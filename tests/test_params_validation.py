@@ -37,7 +37,12 @@ BAD = [
     ("evaluate.samples", 0, EVALUATE, "must be an integer >= 1"),
     ("drm.gamma", 2, RENDER, "must be a number in (0, 1)"),
     ("evaluate.primary_metric", "mirror_rmsee", EVALUATE, "must be one of 'mirror_rmse'"),
-    ("train_obsnet.diffusion.prediction", "x0", ["train", "obsnet", "--no-register"], "must be one of 'eps', 'v'"),
+    (
+        "train_obsnet.diffusion.prediction",
+        "x0",
+        ["train", "obsnet", "--no-register"],
+        "must be one of 'eps', 'v'",
+    ),
     ("estimate.erode", True, ["report"], "must be an integer >= 0"),
 ]
 
@@ -97,7 +102,9 @@ def test_a_bad_value_is_one_line_naming_it_before_anything_is_touched(
 
     code, err = _drmnet([*command, "--params", "params.yaml"], monkeypatch, capsys)
 
-    shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+    shown = (
+        str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+    )
     assert code == 2
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: params.yaml: {path} = {shown}: "), err

@@ -71,6 +71,7 @@ CONTENT_SOURCES = (
     "models/drm.py",
     "models/config.py",
     "pipeline/samples.py",
+    "pipeline/settings.py",  # how the dataset section becomes DatasetSettings
     "pipeline/shards.py",
 )
 _ROOT = Path(__file__).resolve().parents[2]
