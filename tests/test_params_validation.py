@@ -171,3 +171,14 @@ def test_nested_sections_are_checked_key_by_key():
     with pytest.raises(InputError) as error:
         validate_params({"profile": "huge", "profiles": {"tiny": {}}})
     assert error.value.problem == "profile = 'huge': must be one of tiny"
+
+
+@pytest.mark.parametrize("net", ["drmnet", "obsnet"])
+def test_every_key_of_a_training_section_is_an_option_of_the_training_stage(net):
+    import dataclasses
+
+    from pipeline.settings import DRMNetTrainSettings, ObsNetTrainSettings
+    from pipeline.training.stage import _loop_kwargs
+
+    section = {"drmnet": DRMNetTrainSettings, "obsnet": ObsNetTrainSettings}[net]()
+    _loop_kwargs(net, dataclasses.asdict(section))  # raises InputError for a key the stage does not know

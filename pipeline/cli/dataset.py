@@ -67,9 +67,12 @@ def render_dataset_command(
     Resumable: finished shards that still verify are skipped; the manifests are written last.
     """
     from pipeline.cli.checks import check_out_dir, check_range
-    from pipeline.flows.render_dataset import run_render_dataset
+    from pipeline.config import load_params
     from pipeline.samples import DATASETS, SPLITS
     from rendering.errors import InputError
+
+    load_params(params)  # a bad params file is one line, before Prefect is even imported
+    from pipeline.flows.render_dataset import run_render_dataset
 
     check_out_dir(out)
     check_range("--workers", workers, 1)

@@ -165,11 +165,12 @@ def evaluate(
     import json
 
     from pipeline.config import load_params
+
+    check_out_dir(out)
+    checked = load_params(params)  # a bad params file is one line, before Prefect is even imported
     from pipeline.flows.evaluate import evaluate as evaluate_flow
     from pipeline.flows.evaluate import run_evaluation
 
-    check_out_dir(out)
-    checked = load_params(params)  # a bad params file is one line, before the flow (and its log) starts
     if flow:
         summary = evaluate_flow(str(params), model, obsnet, str(out))
     else:
