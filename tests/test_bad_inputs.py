@@ -17,6 +17,7 @@ import pytest
 from rendering.errors import InputError
 
 GREY = "0.2,0.5,0.5,0.5,0.4,0.5"
+PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"  # render-dataset reads it first
 MIRROR = "1,1,1,1,0,1"
 
 
@@ -103,7 +104,7 @@ NUMERIC = [
     (["estimate", *OBSERVATION, "--out", "est", "--res", 0], "--res: must be ≥ 2, got 0"),
     (["estimate", *OBSERVATION, "--out", "est", "--samples", 0], "--samples: must be ≥ 1, got 0"),
     (
-        ["render-dataset", "--dataset", "drmnet", "--split", "train", "--workers", 0],
+        ["render-dataset", "--dataset", "drmnet", "--split", "train", "--params", PARAMS, "--workers", 0],
         "--workers: must be ≥ 1, got 0",
     ),
     (["serve", "--limit", 0], "--limit: must be ≥ 1, got 0"),
@@ -129,7 +130,7 @@ OUT_IS_A_FILE = [
     ["export-model", "models/drmnet"],
     ["evaluate", "--no-flow"],
     ["make-envmap-splits"],
-    ["render-dataset", "--dataset", "drmnet", "--split", "train"],
+    ["render-dataset", "--dataset", "drmnet", "--split", "train", "--params", PARAMS],
 ]
 
 
