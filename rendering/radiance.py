@@ -22,7 +22,7 @@ as a ring of light around the sun; refusing the file would refuse most real maps
    25 %) cannot be a radiance map (a difference image, a signed normal map…): InputError.
 5. A value beyond ±``MAX_RADIANCE`` (1e30) is refused too: rendering sums and scales radiance in
    float32 (max ≈ 3.4e38), so such a map renders Inf pixels, and no unit of radiance needs that
-   range (a sun in W/(m²·sr) is ~1e9).
+   range (the sun's luminance is about 1.6e9 cd/m²).
 
 Energies are weighted by ``weights`` (per row, broadcast over columns: an envmap's texel solid
 angles, :func:`rendering.envmap.pixel_solid_angles`) so that "power" means ∫ L dω for envmaps and
