@@ -22,7 +22,8 @@ import numpy as np
 from rendering.builtin_materials import builtin_material
 from rendering.envmap import pixel_directions
 from rendering.measured_bsdf import measured_bsdf
-from rendering.principled_fit import fit_principled, principled_bsdf, tabulate_principled
+from rendering.principled import principled_bsdf
+from rendering.principled_fit import fit_principled, tabulate_principled
 from rendering.refmap import render_refmaps, render_refmaps_bsdf
 from rendering.variant import active_variant, ensure_variant
 

@@ -57,8 +57,9 @@ from pipeline.samples import make_sample, make_samples, plan_sample, settings_fr
 from pipeline.shards import encode_sample, is_half, read_shard, write_shard
 from pipeline.splits import make_envmap_splits, split_envmap_ids, split_envmap_path
 from rendering.envmap import read_envmap
+from rendering.principled import MIRROR
 from rendering.procedural_envmaps import make_envmap
-from rendering.refmap import MIRROR, render_refmaps
+from rendering.refmap import render_refmaps
 from rendering.variant import resolve_variant
 
 

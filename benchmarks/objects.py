@@ -23,8 +23,9 @@ import numpy as np
 
 from rendering.envmap import uv_to_direction
 from rendering.hdrio import luminance
-from rendering.objects import FRAME_HALF_WIDTH, MAX_DEPTH, ObjectRenderer, columns, principled_dict
+from rendering.objects import FRAME_HALF_WIDTH, MAX_DEPTH, ObjectRenderer, columns
 from rendering.observation import image_to_refmap, normal_to_bin
+from rendering.principled import principled_dict
 from rendering.procedural_envmaps import ROOM_MAX_DEPTH, make_envmap, make_room, make_room_description
 from rendering.shapes import make_shape, mesh_arrays, mesh_from_arrays
 from rendering.variant import ensure_variant

@@ -89,7 +89,8 @@ def evaluate_map(
     (H, 2H, 3); materials, azimuths and noise all follow from ``seed``."""
     import torch
 
-    from rendering.refmap import MIRROR, mirror_basis, render_refmaps
+    from rendering.principled import MIRROR
+    from rendering.refmap import mirror_basis, render_refmaps
 
     rng = np.random.default_rng(seed)
     z = rng.uniform(size=(items, 6)).astype(np.float32)

@@ -25,7 +25,8 @@ import time
 import numpy as np
 
 from rendering.envmap import pixel_directions
-from rendering.refmap import MIRROR, normal_grid, principled_bsdf, render_refmaps
+from rendering.principled import MIRROR, principled_bsdf
+from rendering.refmap import normal_grid, render_refmaps
 from rendering.spheres import render_stock_sphere
 from rendering.variant import ensure_variant
 

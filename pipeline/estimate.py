@@ -38,8 +38,7 @@ import numpy as np
 from pipeline.settings import EstimateSettings
 from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
-
-MATERIAL_NAMES = ("metallic", "base_color_r", "base_color_g", "base_color_b", "roughness", "specular")
+from rendering.principled import MATERIAL_NAMES
 
 
 @dataclass

@@ -327,7 +327,8 @@ def baseline_outputs(
 ) -> dict[str, MethodOutput]:
     """The baselines, computed from the observed refmap (and ObsNet's completions) alone, and,
     given the true mirror refmap and material, the oracle."""
-    from rendering.refmap import MIRROR, envmap_to_mirror
+    from rendering.principled import MIRROR
+    from rendering.refmap import envmap_to_mirror
 
     observed, seen = estimation.observed, estimation.observed_mask
     mean_colour = observed[:, seen].mean(axis=1)  # (3,)

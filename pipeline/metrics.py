@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from rendering.hdrio import luminance
+
 # Relative floor for logarithms: ln(x + LOG_FLOOR · mean(x)). Relative to each map's own mean so
 # that multiplying a map by k adds exactly ln k to every log value (exact scale invariance).
 LOG_FLOOR = 1e-3
-LUMINANCE_WEIGHTS = (0.2127, 0.7152, 0.0722)  # Rec. 709, as the DRM normalisation (DESIGN.md §3.4)
 TONEMAP_GAMMA = 2.4  # StyleLight's TonemapHDR(gamma=2.4, percentile=99, max_mapping=0.99)
 TONEMAP_PERCENTILE = 99.0
 TONEMAP_LEVEL = 0.99
@@ -152,9 +153,8 @@ def log_luminance_rmse(estimate, target, mask=None, *, channel_axis: int = -1, w
     """RMSE of ln(luminance) after the optimal log offset (i.e. the optimal scale), the logs
     floored like :func:`log_values`: the typical relative error of the brightness pattern,
     ignoring colour. Multiplying the estimate by any k > 0 leaves it unchanged."""
-    weights_rgb = np.asarray(LUMINANCE_WEIGHTS)
-    lum_est = np.tensordot(np.moveaxis(np.asarray(estimate, np.float64), channel_axis, -1), weights_rgb, 1)
-    lum_tgt = np.tensordot(np.moveaxis(np.asarray(target, np.float64), channel_axis, -1), weights_rgb, 1)
+    lum_est = luminance(estimate, channel_axis, np.float64)
+    lum_tgt = luminance(target, channel_axis, np.float64)
     return log_rmse(lum_est[..., None], lum_tgt[..., None], mask, weights=weights)
 
 

@@ -72,13 +72,13 @@ from typing import Any, Literal
 import numpy as np
 
 from rendering.errors import InputError
+from rendering.hdrio import luminance
 
 DATASETS = ("drmnet", "obsnet")
 SPLITS = ("train", "val", "test")
 Split = Literal["train", "val", "test"]  # SPLITS, as a type
 EVAL_SPLIT = "test"  # samples of this split carry the object image, normals, mask and mirror
 DEFAULT_SHAPE_POOL = {"train": 64, "val": 16, "test": 20}  # the paper's 3200/800/1000, scaled down
-LUMINANCE_WEIGHTS = np.array([0.2127, 0.7152, 0.0722])  # Rec. 709 (rendering.hdrio)
 
 
 @dataclass(frozen=True)
@@ -438,7 +438,7 @@ def plan_sample(
     if augmentation.applies(split, draw.envmap_id):
         exposure = 2.0 ** rng.uniform(-augmentation.exposure_stops, augmentation.exposure_stops)
         tint = np.exp(rng.uniform(-augmentation.tint, augmentation.tint, 3))
-        tint /= float(np.dot(tint, LUMINANCE_WEIGHTS))
+        tint /= float(luminance(tint, dtype=np.float64))
         gain = tuple(float(g) for g in exposure * tint)
     return SamplePlan(
         dataset=dataset,
@@ -474,7 +474,8 @@ def make_samples(
     """Render samples that share one (already augmented) envmap (H, 2H, 3): all their principled
     refmaps in ONE render call, each with its sample's seed (bit-identical to one call per
     sample). Arrays are float32 (mask uint8); scalars go to the sample's metadata."""
-    from rendering.refmap import MIRROR, render_refmaps
+    from rendering.principled import MIRROR
+    from rendering.refmap import render_refmaps
 
     stacks, azimuths, seeds = [], [], []
     for plan in plans:

@@ -22,15 +22,16 @@ from rendering.errors import InputError
 from rendering.variant import ensure_variant
 
 HDR_SUFFIXES = (".exr", ".hdr")
-LUMINANCE_WEIGHTS = np.array([0.2127, 0.7152, 0.0722], dtype=np.float32)
+LUMINANCE_WEIGHTS = (0.2127, 0.7152, 0.0722)  # Rec. 709, as the DRM normalisation (DESIGN.md §3.4)
 PREVIEW_PERCENTILE = 99.0
 PREVIEW_GAMMA = 2.2
 
 
-def luminance(rgb: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Rec. 709 luminance of linear RGB along ``axis``."""
-    rgb = np.moveaxis(np.asarray(rgb, dtype=np.float32), axis, -1)
-    return rgb @ LUMINANCE_WEIGHTS
+def luminance(rgb: np.ndarray, axis: int = -1, dtype: type = np.float32) -> np.ndarray:
+    """Rec. 709 luminance of linear RGB along ``axis``, computed in ``dtype``. (The torch twin for
+    refmap batches is ``models.drm.luminance``: models never import rendering.)"""
+    rgb = np.moveaxis(np.asarray(rgb, dtype=dtype), axis, -1)
+    return rgb @ np.asarray(LUMINANCE_WEIGHTS, dtype=dtype)
 
 
 def _to_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:

@@ -26,6 +26,7 @@ import drjit as dr
 import numpy as np
 
 from rendering.merl import FILTERS, PHI_D_RES, THETA_D_RES, THETA_H_RES, MerlBrdf, read_merl
+from rendering.principled import principled_bsdf
 from rendering.variant import ensure_variant
 
 mi = ensure_variant()
@@ -98,7 +99,6 @@ class MeasuredBSDF(mi.BSDF):
             if brdf is None:
                 brdf = MerlBrdf(np.moveaxis(np.array(table), -1, 0))
             proxy_z = fit_principled(brdf, method="reflectance")
-        from rendering.principled_fit import principled_bsdf
 
         self.m_proxy_z = proxy_z
         self.m_proxy = principled_bsdf(proxy_z)

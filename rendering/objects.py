@@ -41,6 +41,7 @@ import numpy as np
 
 from rendering.envmap import rotate_envmap, validate_envmap
 from rendering.errors import InputError
+from rendering.principled import principled_dict, validate_material
 from rendering.variant import ensure_variant
 
 CAMERAS = ("orthographic", "perspective")
@@ -48,16 +49,6 @@ FRAME_HALF_WIDTH = 1.05  # the unit bounding sphere plus a margin
 PERSPECTIVE_DISTANCE = 4.0
 MAX_DEPTH = 8
 MAX_LANES = 1 << 24  # rays per kernel launch (512² × 64 spp fits in one); more go in further passes
-MATERIAL_NAMES = ("metallic", "base_color_r", "base_color_g", "base_color_b", "roughness", "specular")
-ZEROED_PRINCIPLED = (
-    "spec_tint",
-    "anisotropic",
-    "sheen",
-    "sheen_tint",
-    "clearcoat",
-    "clearcoat_gloss",
-    "spec_trans",
-)
 IMAGE_FILE, NORMALS_FILE, MASK_FILE = "image.exr", "normals.npy", "mask.png"
 
 
@@ -73,30 +64,6 @@ class ObjectImage:
     image: np.ndarray
     normals: np.ndarray
     mask: np.ndarray
-
-
-def validate_material(material, source: object = "material") -> np.ndarray:
-    """Check a material vector z: shape (6,), finite, in [0, 1]. Returns float32 (6,)."""
-    z = np.asarray(material, dtype=np.float64)
-    if z.shape != (6,):
-        raise InputError(source, f"a material vector has 6 values {MATERIAL_NAMES}, got shape {z.shape}")
-    if not np.isfinite(z).all() or z.min() < 0 or z.max() > 1:
-        raise InputError(source, f"every material value must be in [0, 1], got {z.tolist()}")
-    return z.astype(np.float32)
-
-
-def principled_dict(z: np.ndarray) -> dict:
-    """Mitsuba ``principled`` BSDF dict for material vector z (6,) (DESIGN.md §3.3)."""
-    z = validate_material(z)
-    bsdf = {
-        "type": "principled",
-        "metallic": float(z[0]),
-        "base_color": {"type": "rgb", "value": [float(v) for v in z[1:4]]},
-        "roughness": float(z[4]),
-        "specular": float(z[5]),
-    }
-    bsdf.update({name: 0.0 for name in ZEROED_PRINCIPLED})
-    return bsdf
 
 
 def _image_plane_ray(x, y, camera: str, sqrt):

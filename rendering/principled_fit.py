@@ -58,6 +58,7 @@ from rendering.merl import (
     angles_to_directions,
     bin_angles,
 )
+from rendering.principled import principled_bsdf
 from rendering.refmap import render_refmaps, render_refmaps_bsdf
 from rendering.variant import ensure_variant
 
@@ -85,29 +86,6 @@ FIT_RENDER_SEED = 0
 FIT_STEP = 0.01  # finite-difference step in z (common random numbers make it smooth)
 FIT_PRIOR = 0.01  # weight of the pull toward the starting z (per unit of z)
 FIT_LOG_WEIGHT = 0.5  # weight of the log term against the relative linear one
-
-
-def principled_dict(z: np.ndarray) -> dict:
-    """``mi.load_dict`` description of the principled BSDF of material vector z (6,)."""
-    z = np.asarray(z, dtype=np.float64).ravel()
-    if z.shape != (6,):
-        raise ValueError(f"a material vector z has 6 entries, got shape {z.shape}")
-    return {
-        "type": "principled",
-        "base_color": {"type": "rgb", "value": [float(v) for v in z[1:4]]},
-        "metallic": float(z[0]),
-        "roughness": float(z[4]),
-        "specular": float(z[5]),
-        **dict.fromkeys(
-            ("spec_tint", "anisotropic", "sheen", "sheen_tint", "clearcoat", "clearcoat_gloss", "spec_trans"),
-            0.0,
-        ),
-    }
-
-
-def principled_bsdf(z: np.ndarray):
-    """Mitsuba's principled BSDF (an ``mi.BSDF``) for material vector z (6,)."""
-    return ensure_variant().load_dict(principled_dict(z))
 
 
 class PrincipledEvaluator:

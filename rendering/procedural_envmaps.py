@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rendering.envmap import direction_to_uv, footprint_uv, pixel_solid_angles, row_edges, uv_to_direction
+from rendering.hdrio import luminance
 from rendering.objects import columns
 
 KINDS = ("sky", "studio", "room")
@@ -148,10 +149,6 @@ def _xyy_to_rgb(x: np.ndarray, y: np.ndarray, lum: np.ndarray) -> np.ndarray:
     y = np.maximum(y, 1e-6)
     xyz = np.stack([x * lum / y, lum, (1.0 - x - y) * lum / y], axis=-1)
     return np.maximum(xyz @ XYZ_TO_SRGB.T, 0.0)
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb @ np.array([0.2127, 0.7152, 0.0722])
 
 
 def _disc_coverage(directions: np.ndarray, centre: np.ndarray, radius: float, height: int) -> np.ndarray:
@@ -296,7 +293,7 @@ def sky_components(
         density = np.clip((noise - threshold * 0.55 - 0.2) / 0.25, 0.0, 1.0)
         density *= np.clip(up / 0.08, 0.0, 1.0)  # thin out into the horizon haze
     sun_colour = sun_transmittance(sun_elevation, turbidity)
-    sky_mean = float(_luminance(sky[above]).mean())
+    sky_mean = float(luminance(sky[above], dtype=np.float64).mean())
     cloud_base = 2.5 * sky_mean * (0.35 + 0.65 * sun_colour / sun_colour.max())
     forward = 1.0 + 3.0 * np.exp(-(np.arccos(np.clip(dirs @ sun, -1, 1)) ** 2) / 0.08)  # silver lining
     cloud = cloud_base * ((1.0 - 0.55 * density) * forward)[..., None]
@@ -309,8 +306,8 @@ def sky_components(
         sun_noise = float(fbm(plane_sun * 1.5 + cloud_offset, cloud_seed))
         sun_density = float(np.clip((sun_noise - (1.0 - cloud_cover) * 0.55 - 0.2) / 0.25, 0.0, 1.0))
         sun_density *= float(np.clip(sun[1] / 0.08, 0.0, 1.0))
-    ratio = 10.0 ** (4.0 + float(_luminance(sun_colour)))
-    sun_radiance = ratio * sky_mean * sun_colour / max(float(_luminance(sun_colour)), 1e-6)
+    ratio = 10.0 ** (4.0 + float(luminance(sun_colour, dtype=np.float64)))
+    sun_radiance = ratio * sky_mean * sun_colour / max(float(luminance(sun_colour, dtype=np.float64)), 1e-6)
     sun_radiance = sun_radiance * (1.0 - 0.97 * sun_density)
 
     # Ground: Lambertian, lit by the upper hemisphere of this very map plus the sun.
@@ -357,7 +354,7 @@ def blackbody_rgb(kelvin: float) -> np.ndarray:
     lam_m = lam * 1e-9
     planck = 1.0 / (lam_m**5 * (np.exp(1.4388e-2 / (lam_m * kelvin)) - 1.0))
     rgb = np.maximum((planck @ _wyman_cmf(lam)) @ XYZ_TO_SRGB.T, 0.0)
-    return rgb / _luminance(rgb)
+    return rgb / luminance(rgb, dtype=np.float64)
 
 
 def make_studio(seed: int, height: int = 256) -> np.ndarray:

@@ -36,11 +36,10 @@ import numpy as np
 from rendering.direct_lighting import BSDFTechnique, GGXTechnique, estimate, shading_point
 from rendering.envmap import pixel_directions, validate_envmap
 from rendering.errors import InputError
+from rendering.principled import MIRROR, ZEROED, principled_dict, validate_materials
 from rendering.sobol import sample_pattern
 from rendering.variant import ensure_variant
 
-MIRROR = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0], dtype=np.float32)  # z0, the perfect mirror
-MATERIAL_KEYS = ("metallic", "base_R", "base_G", "base_B", "roughness", "specular")
 LANES_PER_CHUNK = 1 << 21  # samples per kernel launch; peak memory ≈ 200 MB at 128², B = 8
 PRINCIPLED_MIN_ALPHA = 0.001  # principled's GGX α = max(0.001, roughness²) (calc_dist_params)
 MIRROR_BASIS_SPP = 64  # the mirror's GGX lobe (α = 0.001) makes its white response nearly noise-free
@@ -115,6 +114,7 @@ class PrincipledLanes:
                 "metallic": texture(z[:, 0]),
                 "base_color": texture(z[:, 1:4]),
                 "roughness": texture(z[:, 4]),
+                **dict.fromkeys(ZEROED, 0.0),
             }
         )
         self._params = mi.traverse(self.bsdf)
@@ -175,31 +175,13 @@ def _mirror_basis(res: int) -> np.ndarray:
     # is the whole answer), free of the noise that emitter samples in the tails of the α = 0.001
     # lobe would add.
     mi, dr = _mitsuba()
-    bsdf = mi.load_dict(_principled_dict(MIRROR))
+    bsdf = mi.load_dict(principled_dict(MIRROR))
     white = np.ones((8, 16, 3), dtype=np.float32)
 
     def prepare(lane_map):
         return mi.Point2f(0.5, 0.5), BSDFTechnique(mi, dr, bsdf)
 
     return _render(white, bsdf, prepare, np.zeros(1), res, MIRROR_BASIS_SPP, 0, use_emitter=False)[0]
-
-
-def _principled_dict(z: np.ndarray) -> dict:
-    """The stock ``principled`` BSDF of one material vector z (DESIGN.md §3.3), for ``mi.load_dict``."""
-    z = [float(value) for value in z]
-    return {
-        "type": "principled",
-        "metallic": z[0],
-        "base_color": {"type": "rgb", "value": z[1:4]},
-        "roughness": z[4],
-        "specular": z[5],
-    }
-
-
-def principled_bsdf(z: np.ndarray):
-    """The stock Mitsuba ``principled`` BSDF (``mi.BSDF``) of one material vector z (6,)."""
-    mi, _ = _mitsuba()
-    return mi.load_dict(_principled_dict(validate_materials(z)[0]))
 
 
 def envmap_to_mirror(envmap: np.ndarray, res: int) -> np.ndarray:
@@ -324,25 +306,6 @@ def _render(
 
 
 # -- input checks ------------------------------------------------------------------------------
-
-
-def validate_materials(materials: np.ndarray, source: object = "materials") -> np.ndarray:
-    """Check (B, 6) finite values in [0, 1]; return float32. Raises InputError."""
-    materials = np.asarray(materials, dtype=np.float64)
-    if materials.ndim == 1:
-        materials = materials[None]
-    if materials.ndim != 2 or materials.shape[1] != 6 or len(materials) == 0:
-        raise InputError(
-            source, f"expected (B, 6) material vectors {MATERIAL_KEYS}, got shape {materials.shape}"
-        )
-    if not np.isfinite(materials).all():
-        raise InputError(source, "material values must be finite (found NaN or Inf)")
-    if materials.min() < 0 or materials.max() > 1:
-        raise InputError(
-            source,
-            f"material values must lie in [0, 1]; got range [{materials.min():.4g}, {materials.max():.4g}]",
-        )
-    return materials.astype(np.float32)
 
 
 def validate_refmap(refmap: np.ndarray, source: object = "refmap") -> np.ndarray:

@@ -12,15 +12,14 @@ from typer.testing import CliRunner
 from rendering.envmap import pixel_directions, rotate_envmap
 from rendering.errors import InputError
 from rendering.hdrio import read_hdr, read_mask, write_exr
+from rendering.principled import MIRROR, principled_bsdf
 from rendering.refmap import (
-    MIRROR,
     RIM_COS,
     PrincipledLanes,
     envmap_to_mirror,
     mirror_basis,
     mirror_to_envmap,
     normal_grid,
-    principled_bsdf,
     render_refmaps,
     render_refmaps_bsdf,
 )

@@ -10,7 +10,8 @@ import torch
 from models.config import DRMConfig
 from models.drm import material_at, schedule_length
 from rendering.envmap import pixel_directions
-from rendering.refmap import MIRROR, render_refmaps
+from rendering.principled import MIRROR
+from rendering.refmap import render_refmaps
 
 Sample = dict[str, torch.Tensor]
 

@@ -220,9 +220,9 @@ def relight(
     camera: Annotated[str, typer.Option(help="orthographic or perspective.")] = "orthographic",
 ) -> None:
     """Render an object with a new material under an (estimated) environment map (Mitsuba)."""
-    from pipeline.cli.render import parse_material
     from rendering.envmap import read_envmap
     from rendering.objects import render_object as render
+    from rendering.principled import parse_material
     from rendering.relight import check_exr_path, load_shape, write_relit
 
     check_exr_path(out)

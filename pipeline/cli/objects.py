@@ -30,18 +30,6 @@ from rendering.errors import InputError
 MATERIAL_HELP = "Material z as 6 comma-separated values in [0, 1]: metallic,R,G,B,roughness,specular."
 
 
-def _parse_material(text: str):
-    import numpy as np
-
-    from rendering.objects import validate_material
-
-    try:
-        values = np.array([float(part) for part in text.split(",")])
-    except ValueError:
-        raise InputError("--material", f"not a list of numbers: {text!r}") from None
-    return validate_material(values, "--material")
-
-
 @app.command("render-object")
 def render_object_command(
     envmap: Annotated[Path, typer.Option(help="Environment map (.exr or .hdr, equirectangular H×2H).")],
@@ -65,6 +53,7 @@ def render_object_command(
     from rendering.envmap import read_envmap
     from rendering.hdrio import write_preview
     from rendering.objects import render_object, save_object
+    from rendering.principled import parse_material
     from rendering.shapes import load_mesh, make_shape
 
     if (shape is None) == (mesh is None):
@@ -76,7 +65,7 @@ def render_object_command(
     check_range("--shape-seed", shape_seed, 0, MAX_SEED)
     if not math.isfinite(view_azimuth):
         raise InputError("--view-azimuth", f"must be a finite angle in degrees, got {view_azimuth}")
-    z = _parse_material(material)
+    z = parse_material(material)
     geometry = load_mesh(mesh) if mesh is not None else make_shape(shape, shape_seed)
     obj = render_object(
         read_envmap(envmap), geometry, z, res=res, spp=spp, seed=seed, camera=camera,

@@ -25,25 +25,6 @@ from rendering.errors import InputError
 MATERIAL_HELP = "Material z as 6 comma-separated values in [0, 1]: metallic,R,G,B,roughness,specular."
 
 
-def parse_material(text: str):
-    """'m,r,g,b,rough,spec' → float32 (6,). Raises InputError naming --material."""
-    import numpy as np
-
-    from rendering.refmap import MATERIAL_KEYS, validate_materials
-
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) != len(MATERIAL_KEYS):
-        raise InputError(
-            "--material",
-            f"expected {len(MATERIAL_KEYS)} comma-separated values {MATERIAL_KEYS}, got {len(parts)}",
-        )
-    try:
-        values = np.array([float(part) for part in parts])
-    except ValueError:
-        raise InputError("--material", f"not a list of numbers: {text!r}") from None
-    return validate_materials(values, "--material")[0]
-
-
 def _check_suffix(path: Path, suffix: str, option: str) -> None:
     if path.suffix.lower() != suffix:
         raise InputError(path, f"{option} must name a {suffix} file")
@@ -63,6 +44,7 @@ def render_refmap(
     """Render the reflectance map of one principled material under an environment map."""
     from rendering.envmap import read_envmap
     from rendering.hdrio import write_exr, write_preview
+    from rendering.principled import parse_material
     from rendering.refmap import render_refmaps
 
     _check_suffix(out, ".exr", "--out")
