@@ -48,7 +48,7 @@ def refused(args: list, root: Path, monkeypatch, capsys) -> str:
 def root(tmp_path_factory) -> Path:
     """A small envmap, a mirror refmap, a shaded sphere as `estimate` reads it (image, normals,
     mask), untrained tiny models, and a plain file where a directory is expected."""
-    from test_estimate import save_tiny_models
+    from tiny_workspace import save_tiny_models
 
     from rendering.hdrio import write_exr, write_png
     from rendering.procedural_envmaps import make_envmap

@@ -5,42 +5,16 @@ friendly errors for every kind of bad input. Tiny untrained networks: the point 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_workspace import RES, run_cli, save_tiny_models, studio_envmap
 
-RES = 16  # refmap resolution of the tiny models
 MATERIAL = np.array([0.2, 0.8, 0.5, 0.3, 0.35, 0.5], dtype=np.float32)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def save_tiny_models(directory: Path, res: int = RES, seed: int = 0) -> tuple[Path, Path]:
-    """Untrained tiny DRMNet and ObsNet checkpoint directories (config.json + ema.safetensors)."""
-    import torch
-
-    from models.config import DiffusionConfig, DRMConfig, DRMNetConfig, ObsNetConfig, UNetConfig
-    from models.weights import CONFIG_FILE, WEIGHTS_FILE, build_networks, save_config, save_weights
-
-    torch.manual_seed(seed)
-    unet = UNetConfig(channels=8, multipliers=(1, 2), res_blocks=1, attention=(), head_channels=8)
-    configs = {
-        "drmnet": DRMNetConfig(resolution=res, illnet=unet, refnet=unet, drm=DRMConfig(max_steps=4)),
-        "obsnet": ObsNetConfig(resolution=res, unet=unet, diffusion=DiffusionConfig(sampling_steps=3)),
-    }
-    for name, config in configs.items():
-        save_weights(directory / name / WEIGHTS_FILE, build_networks(config))
-        save_config(directory / name / CONFIG_FILE, config)
-    return directory / "drmnet", directory / "obsnet"
-
-
-def studio_envmap(height: int = 16) -> np.ndarray:
-    from rendering.procedural_envmaps import make_envmap
-
-    return make_envmap("studio", 3, height)
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +28,6 @@ def workspace(tmp_path_factory, one_torch_thread):
     obj = render_object(studio_envmap(), make_shape("blob", 1), MATERIAL, res=40, spp=8, seed=0)
     save_object(root / "object", obj)
     return {"root": root, "drmnet": drmnet, "obsnet": obsnet, "object": root / "object", "obj": obj}
-
-
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """Run `drmnet ARGS` in this process through the real entry point; (exit code, output)."""
-    from pipeline.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["drmnet", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (0 if code is None else int(code)), captured.out + captured.err
 
 
 def test_estimate_writes_every_sample_and_their_mean_and_spread(workspace, monkeypatch, capsys):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_estimate import RES, save_tiny_models
+from tiny_workspace import RES, make_test_data, run_cli, save_tiny_models, studio_envmap
 
 from pipeline.evaluation import METHODS
 
@@ -49,7 +48,6 @@ def test_mirror_sphere_is_seen_from_the_viewer_side():
 def test_baselines_of_a_fully_observed_mirror_are_exact():
     """When the observed refmap is a complete mirror refmap, the "observed as mirror" baseline
     recovers the envmap: all its metrics are ~0 apart from the invalid rim."""
-    from test_estimate import studio_envmap
 
     from pipeline import metrics
     from pipeline.estimate import Estimation
@@ -75,7 +73,6 @@ def test_baselines_of_a_fully_observed_mirror_are_exact():
 def test_the_protocol_tone_maps_an_estimate_at_the_truths_exposure_after_scale_alignment():
     """An estimate that is the truth in other units renders exactly the truth's spheres; one that
     is too dark in part of the map stays too dark after the mapping."""
-    from test_estimate import studio_envmap
 
     from pipeline import metrics
     from pipeline.evaluation import EvaluateSettings, tonemapped_estimate, tonemapped_truth
@@ -116,7 +113,6 @@ def test_summary_has_means_medians_and_a_group_per_envmap_kind():
 
 
 def test_relight_renders_an_object_with_a_new_material(tmp_path, monkeypatch, capsys):
-    from test_estimate import run_cli, studio_envmap
 
     from rendering.hdrio import read_hdr, write_exr
 
@@ -135,39 +131,6 @@ def test_relight_renders_an_object_with_a_new_material(tmp_path, monkeypatch, ca
 
 
 # -- the whole evaluation ------------------------------------------------------------------------
-
-
-def make_test_data(root: Path) -> dict:
-    """A test split made the way the dataset stage makes it, tiny: studio envmaps (the envmap
-    split function) and two principled test samples in one shard (the sample function and the
-    shard writer). Returns the params.yaml-like dict the data follows, with an evaluate section."""
-    from pipeline.samples import make_sample, plan_sample, settings_from_params
-    from pipeline.shards import sample_key, shard_name, write_shard
-    from pipeline.splits import make_envmap_splits, split_envmap_ids, split_envmap_path
-    from rendering.envmap import read_envmap
-
-    params = {
-        "profile": "tiny",
-        "profiles": {"tiny": {"refmap_res": RES, "spp": 16}},
-        "envmaps": {"n": 5, "seed": 0, "kinds": {"studio": 1.0}, "res": 16},
-        "envmaps_split": {"seed": 0, "proportions": {"train": 0.6, "val": 0.2, "test": 0.2}},
-        "dataset": {"samples": {"drmnet": {"test": 2}}, "object_res": 40, "object_spp": 8, "shapes": ["blob"]},  # noqa: E501
-        "evaluate": {
-            "shards": str(root / "shards"), "envmaps": str(root / "envmaps"), "items": 1, "samples": 2,
-            "envmap_height": 8, "sphere_res": 16, "sphere_spp": 4, "rerender_spp": 4, "gallery": 1,
-            "relight_res": 16, "relight_spp": 2, "measured_materials": 1, "object_res": 40, "object_spp": 8,
-        },
-    }  # fmt: skip
-    make_envmap_splits(params, root / "envmaps")
-    ids = split_envmap_ids(root / "envmaps", "test")
-    settings = settings_from_params(params)
-    samples = []
-    for index in range(2):
-        plan = plan_sample(settings, "drmnet", "test", index, ids)
-        envmap = read_envmap(split_envmap_path(root / "envmaps", "test", plan.envmap_id))
-        samples.append((sample_key("drmnet", "test", index), make_sample(plan, envmap, settings)))
-    write_shard(root / "shards" / "drmnet" / "test" / shard_name("drmnet", "test", 0), samples)
-    return params
 
 
 @pytest.fixture(scope="module")

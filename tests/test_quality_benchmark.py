@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_estimate import save_tiny_models
+from tiny_workspace import save_tiny_models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

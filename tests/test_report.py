@@ -10,8 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from test_estimate import run_cli, save_tiny_models
-from test_evaluation import make_test_data
+from tiny_workspace import make_test_data, run_cli, save_tiny_models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
