@@ -30,6 +30,7 @@ import time
 
 POLL = 0.5  # seconds between two looks at the process tree
 GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+_started = False
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -118,8 +119,10 @@ def start() -> None:
     """Start the watchdog of this process (from :func:`pipeline.cli.main`); Linux only."""
     import subprocess
 
-    if not sys.platform.startswith("linux") or os.environ.get("DRMNET_WATCHDOG") == "0":
+    global _started
+    if _started or not sys.platform.startswith("linux") or os.environ.get("DRMNET_WATCHDOG") == "0":
         return
+    _started = True  # one per process, however often main() runs in it (tests)
     subprocess.Popen(
         [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid())],
         stdin=subprocess.DEVNULL,
