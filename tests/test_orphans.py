@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_verify_shards import write_split
+from random_split import write_split
 
 from pipeline.watchdog import _children_files_work, descendants
 
