@@ -103,9 +103,11 @@ def verify_shards_command(
     directory: Annotated[
         Path, typer.Argument(help="a split directory, or a folder of them (e.g. data/shards)")
     ],
-    decode: Annotated[bool, typer.Option(help="also decode every sample (slower than hashing alone)")] = True,
+    decode: Annotated[bool, typer.Option(help="also decode and check every sample (slower)")] = True,
 ) -> None:
-    """Check every shard against its manifest (sha256, size, sample count, decodable).
+    """Check every shard against its manifests (sha256, size, sample count) and its contents
+    (decodable, shapes and dtypes, finite, radiance ≥ 0, materials in [0, 1], the samples
+    manifest's keys); a bad shard is named with the sample and field at fault.
 
     Exits with status 1 and lists the bad shards when any is wrong.
     """
