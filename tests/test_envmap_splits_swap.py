@@ -98,12 +98,22 @@ def test_a_run_that_dies_midway_leaves_the_previous_splits_and_the_next_run_comp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["envmaps", "in"], "staging left behind"
 
 
-def test_a_crash_between_the_two_renames_is_recovered(tmp_path, users):
-    # Where the file system cannot exchange two directories, the swap is two renames: a crash
-    # between them leaves no splits (nothing looks complete) and the old ones parked aside.
+def test_without_an_atomic_exchange_two_renames_swap_and_a_crash_between_them_is_recovered(
+    tmp_path, users, monkeypatch
+):
+    import pipeline.splits as splits
+
+    monkeypatch.setattr(splits, "_exchange", lambda a, b: False)  # a file system without it
     params = user_params(users)
     out = tmp_path / "envmaps"
     make_envmap_splits(params, out)
+    params["envmaps_split"]["seed"] = 1
+    make_envmap_splits(params, out)
+    assert sum(len(split_envmap_ids(out, split)) for split in SPLITS) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["envmaps", "in"]
+
+    # A crash between the two renames leaves no splits (nothing looks complete) and the previous
+    # ones parked aside; the next run puts them back before it starts.
     before = tree_bytes(out)
     out.rename(tmp_path / ".envmaps.old")
     make_envmap_splits(params, out)
