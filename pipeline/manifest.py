@@ -33,7 +33,6 @@ import pyarrow.parquet as pq
 from pipeline.shard_contents import shard_content_problem
 from pipeline.shards import atomic_write_bytes, file_sha256
 from rendering.errors import InputError
-from rendering.errors import InputError
 from rendering.hdrio import luminance
 
 SAMPLES_MANIFEST = "manifest-samples.parquet"
