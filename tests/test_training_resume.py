@@ -199,7 +199,6 @@ def test_manual_resume_of_another_runs_checkpoint_names_what_differs(splits, tmp
     assert (tmp_path / "checkpoints/obsnet/state.pt").read_bytes() == before
 
 
-
 def test_a_non_finite_loss_stops_the_stage_naming_its_data_and_registers_nothing(
     splits, tmp_path, monkeypatch
 ):
