@@ -48,7 +48,8 @@ def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtyp
     weights ``ema.safetensors``, into the model directory ``out``, with ``provenance.json``: the
     samples the weights have seen, whether the run finished, what it was trained from (the
     checkpoint's fingerprint: network, training settings, data version), the git commit and the
-    date. ``dtype="float16"`` stores the weights at half precision (half the bytes; networks load
+    date (a model directory exported again keeps the origin its provenance.json records).
+    ``dtype="float16"`` stores the weights at half precision (half the bytes; networks load
     them back as float32, see ``benchmarks/quality.py`` for the effect on quality). The copy is
     checked to load before it replaces any file in ``out``. Returns ``out``."""
     from models.weights import CONFIG_FILE, WEIGHTS_FILE, load_networks
@@ -77,7 +78,14 @@ def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtyp
                 "(interrupted while saving?); export once the training has written its next snapshot",
             )
         provenance.update(complete=state.get("complete"), fingerprint=state.get("fingerprint"))
-    provenance.update(git_commit=git_commit(), exported=datetime.now(UTC).isoformat(timespec="seconds"))
+        provenance.update(git_commit=git_commit())
+    elif (source / PROVENANCE_FILE).is_file():  # a model directory exported again: keep its origin
+        earlier = json.loads((source / PROVENANCE_FILE).read_text())
+        keep = ("source", "complete", "fingerprint", "git_commit")
+        provenance.update({key: earlier[key] for key in keep if key in earlier}, exported_from=str(source))
+    else:
+        provenance.update(git_commit=git_commit())
+    provenance.update(exported=datetime.now(UTC).isoformat(timespec="seconds"))
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:

@@ -205,6 +205,15 @@ def test_a_float16_export_halves_the_weights_and_loads_as_float32(checkpoints, t
     _, nets = load_networks(out)
     assert all(p.dtype == torch.float32 for net in nets.values() for p in net.parameters())
 
+    # Exported again from the model directory (e.g. a shipped float32 model halved): its origin stays.
+    code, _, stderr = run_cli(["export-model", out, "--out", tmp_path / "again"], monkeypatch, capsys)
+    assert code == 0, stderr
+    first = json.loads((out / "provenance.json").read_text())
+    again = json.loads((tmp_path / "again" / "provenance.json").read_text())
+    assert again["exported_from"] == str(out)
+    for key in ("source", "samples", "complete", "fingerprint", "git_commit"):
+        assert again[key] == first[key], key
+
     code, _, stderr = run_cli(
         ["export-model", checkpoints["drmnet"], "--out", tmp_path / "bad", "--dtype", "int8"],
         monkeypatch,
