@@ -24,12 +24,12 @@ Outcomes:
 - ``silent``: exit 0, the bad input accepted;
 - ``timeout``: still running after ``--timeout`` seconds: the bad input accepted, work started.
 
-Printed: one row per case (case, command, outcome, first stderr line), then the totals per
-outcome and how many cases left processes running (each case runs in a session of its own,
-ended with it). Target (issue 13): every case ``clear``. Cost: one `drmnet` start per case (imports of
-torch and Mitsuba, ≈ 3–6 s on a busy 2-core CPU); the errors come before any heavy work, so
-the corpus takes a few minutes. Run it under ``nice`` with ``OMP_NUM_THREADS=1`` beside other
-work.
+Printed: one row per case (case, command, outcome, first stderr line), the totals per outcome,
+and how many cases left processes running (each case runs in a session of its own, ended with
+it). Target (issue 13): every case ``clear``. Cost: the inputs (≈ 40 s), then one `drmnet` start
+per case (≈ 1–10 s on a busy 2-core CPU); the errors come before any heavy work, so the corpus
+takes ≈ 5 min (an older tree that accepts the bad values renders and trains until ``--timeout``:
+≈ 13 min). Run it under ``nice`` with ``OMP_NUM_THREADS=1`` beside other work.
 """
 
 from __future__ import annotations
