@@ -17,39 +17,17 @@ gives and against its rows of ``manifest-samples.parquet``:
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.shards import HALF_EXPONENT, META_FIELD, decode_member, is_half, restore_half
+from pipeline.shards import HALF_EXPONENT, is_half, raw_samples, restore_half
 
 RADIANCE = ("image",)  # besides the float16 image fields (shards.HALF_FIELDS)
 MATERIALS = ("z_obs", "z_k", "z_next")
 MASKS = ("observed_mask", "mask")
 IMAGE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
-
-
-def _raw_samples(path: Path) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """``(key, arrays as stored, metadata)`` of each sample of a shard, in order."""
-    key, arrays, meta = None, {}, {}
-    with tarfile.open(path, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            member_key, _, rest = info.name.partition(".")
-            if member_key != key:
-                if key is not None:
-                    yield key, arrays, meta
-                key, arrays, meta = member_key, {}, {}
-            field, value = decode_member(rest, tar.extractfile(info).read())
-            if field == META_FIELD:
-                meta = value
-            else:
-                arrays[field] = value
-    if key is not None:
-        yield key, arrays, meta
 
 
 def _bad_values(what: str, bad: np.ndarray) -> str | None:
@@ -103,7 +81,7 @@ def shard_content_problem(
     (shape, dtype) of the split's first sample, filled here and shared across the split's shards."""
     count = 0
     try:
-        for index, (key, arrays, meta) in enumerate(_raw_samples(path)):
+        for index, (key, arrays, meta) in enumerate(raw_samples(path)):
             count += 1
             row = rows[index] if rows is not None and index < len(rows) else None
             if row is not None and row["key"] != key:

@@ -195,12 +195,13 @@ def write_shard(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, 
     return ShardInfo(path=path, samples=count, bytes=path.stat().st_size, sha256=file_sha256(path))
 
 
-def read_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Decode a shard back to ``(key, sample)`` pairs: arrays as numpy, metadata fields merged in.
+def raw_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(key, arrays as stored, metadata)`` of each sample of a shard, in order (image fields
+    still float16 under their ``half_exponent``: what ``verify-shards`` checks).
 
     Raises ``tarfile.TarError``/``ValueError``/``EOFError`` on a truncated or corrupted shard.
     """
-    key, sample = None, {}
+    key, arrays, meta = None, {}, {}
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
             if not info.isfile():
@@ -208,15 +209,24 @@ def read_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
             member_key, _, rest = info.name.partition(".")
             if member_key != key:
                 if key is not None:
-                    yield key, _restored(sample)
-                key, sample = member_key, {}
+                    yield key, arrays, meta
+                key, arrays, meta = member_key, {}, {}
             field, value = decode_member(rest, tar.extractfile(info).read())
             if field == META_FIELD:
-                sample.update(value)
+                meta = value
             else:
-                sample[field] = value
+                arrays[field] = value
     if key is not None:
-        yield key, _restored(sample)
+        yield key, arrays, meta
+
+
+def read_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Decode a shard back to ``(key, sample)`` pairs: arrays as numpy, metadata fields merged in.
+
+    Raises ``tarfile.TarError``/``ValueError``/``EOFError`` on a truncated or corrupted shard.
+    """
+    for key, arrays, meta in raw_samples(path):
+        yield key, _restored({**arrays, **meta})
 
 
 def _restored(sample: dict[str, Any]) -> dict[str, Any]:
