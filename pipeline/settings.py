@@ -354,6 +354,9 @@ class TrainSettings:
     lr: float = setting(5e-5, gt=0)  # AdamW learning rate after warm-up
     weight_decay: float = setting(0.01, ge=0)  # AdamW decoupled weight decay
     warmup_samples: int = setting(100_000, ge=0)  # linear LR warm-up
+    lr_decay_samples: int = setting(0, ge=0)  # cosine LR decay to lr_min over the last this many samples
+    lr_min: float = setting(0.0, ge=0)  # learning rate at the end of the decay
+    init_from: str | None = None  # start from this model directory's weights (fine-tuning), same network
     ema_halflife_samples: float = setting(10_000, gt=0)  # EMA of the weights
     ema_rampup: float | None = setting(0.05, gt=0)  # early on, EMA half-life <= this × samples seen
     grad_clip: float = setting(1.0, ge=0)  # max gradient norm (0: off)
@@ -361,6 +364,7 @@ class TrainSettings:
     seed: int = setting(0, ge=0)  # initial weights and training noise
     tick_samples: int = setting(2_000, ge=1)  # status line + loss-curve row every this many samples
     snapshot_ticks: int = setting(10, ge=1)  # checkpoint every this many ticks (and at the end)
+    keep_snapshots: bool = False  # also keep every snapshot's EMA weights (checkpoints/<net>/snapshots/)
     preview_ticks: int = setting(10, ge=0)  # sample grid to MLflow every this many ticks (0: never)
     stop_at_samples: int | None = setting(None, ge=1)  # end this invocation early, checkpointed
     num_workers: int = setting(2, ge=0)  # shard-reader worker processes

@@ -203,3 +203,50 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_snapshot(trajectori
     assert state["samples"] == 8 and not state["complete"]
     for name in ("model.safetensors", "ema.safetensors"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "stopped" / name).read_bytes()
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_its_floor():
+    """Warm-up, constant, then a cosine decay over the last ``decay_samples`` ending at lr_min."""
+    from pipeline.training.loop import learning_rate
+
+    def rate(samples: int) -> float:
+        return learning_rate(
+            samples, 1e-3, warmup_samples=100, total_samples=1000, decay_samples=400, lr_min=1e-5
+        )
+
+    assert rate(50) == pytest.approx(5e-4) and rate(100) == rate(600) == pytest.approx(1e-3)
+    assert rate(800) == pytest.approx((1e-3 + 1e-5) / 2) and rate(1000) == pytest.approx(1e-5)
+    decay = [rate(s) for s in range(600, 1001, 50)]
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
+    assert learning_rate(900, 1e-3, 100, 1000) == 1e-3  # no decay unless asked
+
+
+def test_a_run_starts_from_another_models_weights_and_keeps_its_snapshots(trajectories, tmp_path):
+    """``init_from``: the networks (and their EMA) start from a model directory's weights, of the
+    same network only; ``keep_snapshots``: every snapshot's EMA stays as a loadable model directory."""
+    config = DRMNetConfig(R, NET, NET)
+    data = batches(trajectories[::5][:16], 4)
+    options = dict(tick_samples=4, log=lambda line: None)
+    first = dict(total_samples=16, snapshot_ticks=2, keep_snapshots=True, seed=1)  # other initial weights
+    training_loop(DRMNet(config), data, tmp_path / "a", **first, **options)
+    snapshots = sorted(p.name for p in (tmp_path / "a" / "snapshots").iterdir())
+    assert snapshots == ["000000008", "000000016"]
+    last = load_file(tmp_path / "a" / "snapshots" / "000000016" / "ema.safetensors")
+    assert all(torch.equal(v, load_file(tmp_path / "a" / "ema.safetensors")[k]) for k, v in last.items())
+    load_networks(tmp_path / "a" / "snapshots" / "000000008")  # a model directory of its own
+
+    # A near-zero learning rate: the fine-tuned weights are the starting model's, not fresh ones.
+    tuned = dict(total_samples=4, lr=1e-12, warmup_samples=0, **options)
+    training_loop(DRMNet(config), data, tmp_path / "b", init_from=tmp_path / "a", **tuned)
+    training_loop(DRMNet(config), data, tmp_path / "fresh", **tuned)
+    start, b = load_file(tmp_path / "a" / "ema.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    fresh = load_file(tmp_path / "fresh" / "model.safetensors")
+    assert all(torch.allclose(b[k], v, atol=1e-6) for k, v in start.items())
+    assert not all(torch.allclose(fresh[k], v, atol=1e-6) for k, v in start.items())
+
+    # Another network: one line naming the model, and the run directory's checkpoint untouched.
+    other = DRMNetConfig(R, UNetConfig(channels=4, multipliers=(1, 2), res_blocks=1, attention=(8,)), NET)
+    before = (tmp_path / "b" / "model.safetensors").read_bytes()
+    with pytest.raises(InputError, match=r"a: cannot start a training from it: another network \(illnet"):
+        training_loop(DRMNet(other), data, tmp_path / "b", init_from=tmp_path / "a", **tuned)
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == before

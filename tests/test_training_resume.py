@@ -231,3 +231,29 @@ def test_a_non_finite_loss_stops_the_stage_naming_its_data_and_registers_nothing
     assert client.search_model_versions("name='obsnet'") == []
     [run] = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_a_fine_tuning_resumes_only_from_the_same_starting_weights(splits, tmp_path, monkeypatch, capsys):
+    """``init_from`` is part of what a run is: a starting model whose weights changed (same path)
+    makes the checkpoint another run's; a missing one is one line naming it, before any work."""
+    _train(tmp_path / "base", splits["train"], monkeypatch, capsys, stop_at_samples=20)
+    start = tmp_path / "start"
+    start.mkdir()
+    for name in ("config.json", "ema.safetensors"):
+        (start / name).write_bytes((tmp_path / "base/checkpoints/obsnet" / name).read_bytes())
+    _, out = _train(
+        tmp_path / "tuned", splits["train"], monkeypatch, capsys, init_from=str(start), stop_at_samples=20
+    )
+    assert f"obsnet: starting from the weights of {start}" in out
+
+    # Other starting weights under the same path: not continued, started again from them.
+    (start / "ema.safetensors").write_bytes(
+        (tmp_path / "base/checkpoints/obsnet/model.safetensors").read_bytes()
+    )
+    _, out = _train(tmp_path / "tuned", splits["train"], monkeypatch, capsys, init_from=str(start))
+    assert "its checkpoint was made from other settings or data (init " in out
+    assert f"obsnet: starting from the weights of {start}" in out
+
+    with pytest.raises(InputError, match=r"missing: train_\*.init_from: no ema.safetensors here"):
+        _train(tmp_path / "tuned", splits["train"], monkeypatch, capsys, init_from=str(tmp_path / "missing"))
+    assert _state(tmp_path / "tuned")["complete"]  # the finished fine-tuning is left as it was

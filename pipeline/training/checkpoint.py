@@ -7,6 +7,8 @@
                        what the run is: ``fingerprint`` (network config, training settings,
                        data version), ``complete`` (it reached ``total_samples``) and
                        ``tracker_run_id`` (its MLflow run, continued on resume)
+    snapshots/<samples>/  with ``keep_snapshots``: each snapshot's EMA weights as a model
+                       directory (config.json, ema.safetensors), kept when the next replaces it
 
 Every file is written to a temporary name first and renamed once complete; state.pt is renamed
 last and names the sample count the weights must carry, so a run interrupted while saving is
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -42,12 +45,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.config import DRMNetConfig, ObsNetConfig
-from models.weights import CONFIG_FILE, WEIGHTS_FILE, load_state_dict_into, save_config, state_dict_of
+from models.weights import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_networks,
+    load_state_dict_into,
+    save_config,
+    save_weights,
+    state_dict_of,
+)
 from pipeline.training.distributed import Dist, barrier
 from rendering.errors import InputError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+SNAPSHOTS = "snapshots"  # kept EMA snapshots, one model directory per sample count (keep_snapshots)
 CHECKPOINT_FILES = (STATE_FILE, MODEL_FILE, WEIGHTS_FILE, CONFIG_FILE)  # state first: it marks a checkpoint
 
 Resume = bool | Literal["auto"]
@@ -142,6 +154,8 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: bool) -> None:
     unless resuming, the old checkpoint (state.pt first), so old and new files never mix."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(run_dir / SNAPSHOTS, ignore_errors=True)
     for name in CHECKPOINT_FILES:
         if not resume:
             (run_dir / name).unlink(missing_ok=True)
@@ -205,6 +219,39 @@ def save_checkpoint(
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return run_dir
+
+
+def keep_snapshot(
+    run_dir: str | os.PathLike,
+    config: DRMNetConfig | ObsNetConfig,
+    ema_nets: dict[str, nn.Module],
+    samples: int,
+) -> Path:
+    """Keep the EMA weights at ``samples`` as a model directory ``snapshots/<samples>/`` of the
+    run (config.json + ema.safetensors), beside the checkpoint that the next snapshot replaces."""
+    directory = Path(run_dir) / SNAPSHOTS / f"{int(samples):09d}"
+    save_config(directory / CONFIG_FILE, config)
+    save_weights(directory / WEIGHTS_FILE, ema_nets, metadata={"samples": str(int(samples))})
+    return directory
+
+
+def initial_weights(
+    directory: str | os.PathLike, config: DRMNetConfig | ObsNetConfig
+) -> dict[str, torch.Tensor]:
+    """The inference weights of the model directory (or checkpoint) ``directory`` to start a run
+    of ``config`` from (``init_from``: fine-tuning); its network must be ``config``'s."""
+    try:
+        found, nets = load_networks(directory)
+    except (FileNotFoundError, ValueError) as error:
+        raise InputError(directory, f"cannot start a training from it: {error}") from None
+    if found.to_dict() != config.to_dict():
+        changes = fingerprint_changes(found.to_dict(), config.to_dict())
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        raise InputError(directory, f"cannot start a training from it: another network ({shown})")
+    return {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in state_dict_of(nets).items()
+    }
 
 
 def _temporary(run_dir: Path, name: str) -> Path:

@@ -8,14 +8,22 @@ Runs unchanged on a CPU, a GPU, or many of either under ``torchrun``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from models.weights import load_state_dict_into
 from pipeline.training.batches import BatchStream, DataSource
-from pipeline.training.checkpoint import Resume, save_checkpoint, start_training
+from pipeline.training.checkpoint import (
+    Resume,
+    initial_weights,
+    keep_snapshot,
+    save_checkpoint,
+    start_training,
+)
 from pipeline.training.distributed import (
     all_finite,
     barrier,
@@ -30,6 +38,24 @@ from pipeline.training.tracker import Tracker
 from rendering.errors import InputError
 
 
+def learning_rate(
+    samples: int,
+    lr: float,
+    warmup_samples: int,
+    total_samples: int,
+    decay_samples: int = 0,
+    lr_min: float = 0.0,
+) -> float:
+    """The learning rate after ``samples`` samples: linear warm-up to ``lr``, constant, then a cosine
+    decay to ``lr_min`` over the last ``decay_samples`` of ``total_samples`` (warm-up/stable/decay)."""
+    rate = lr * min(1.0, samples / max(warmup_samples, 1))
+    decay_start = total_samples - decay_samples
+    if decay_samples > 0 and samples > decay_start:
+        done = min(1.0, (samples - decay_start) / decay_samples)
+        rate = lr_min + (rate - lr_min) * 0.5 * (1.0 + math.cos(math.pi * done))
+    return rate
+
+
 def training_loop(
     family: Family,  # What is trained: its config, networks, loss and preview (families.py).
     data: DataSource,  # Batches of the family's fields: an iterable, or a callable epoch -> iterable.
@@ -38,6 +64,9 @@ def training_loop(
     lr: float | None = None,  # AdamW learning rate after warm-up (None: the family's, the paper's).
     weight_decay: float = 0.01,  # AdamW decoupled weight decay.
     warmup_samples: int = 100_000,  # Linear learning-rate warm-up, in samples.
+    lr_decay_samples: int = 0,  # Cosine decay of the learning rate to lr_min over the last this many.
+    lr_min: float = 0.0,  # Learning rate at the end of the decay.
+    init_from: str | os.PathLike | None = None,  # Start from this model's weights (fine-tuning).
     ema_halflife_samples: int = 10_000,  # Half-life of the EMA of the weights, in samples.
     ema_rampup: float | None = 0.05,  # Early on, EMA half-life <= this × samples seen.
     grad_clip: float = 1.0,  # Max global gradient norm (0: no clipping).
@@ -45,6 +74,7 @@ def training_loop(
     seed: int = 0,  # Initial weights and the training noise.
     tick_samples: int = 2_000,  # Status line and per-tick metrics every this many samples.
     snapshot_ticks: int = 10,  # Checkpoint every this many ticks, and at the end.
+    keep_snapshots: bool = False,  # Also keep each snapshot's EMA weights (run_dir/snapshots/<samples>).
     preview_ticks: int = 10,  # Sample grid to the tracker every this many ticks (0: never).
     resume: Resume = False,  # False: start fresh; True / "auto": continue run_dir's (checkpoint.py).
     fingerprint: dict | None = None,  # Settings and data version, besides network; checked on resume.
@@ -71,6 +101,7 @@ def training_loop(
     params = [p for net in nets.values() for p in net.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator(dist.device).manual_seed(seed + 1000 * dist.rank)
+    initial = initial_weights(init_from, network) if init_from is not None else None  # read before resume
 
     # Resume (weights, EMA, optimiser, progress, data position and RNG states) or start fresh.
     state = start_training(
@@ -88,6 +119,11 @@ def training_loop(
         log,
     )
     saved_samples = state["samples"]  # what the checkpoint in run_dir holds (0: none yet)
+    if initial is not None and saved_samples == 0:
+        for weights in (nets, ema.nets):
+            load_state_dict_into(weights, {k: v.to(dist.device) for k, v in initial.items()})
+        if dist.is_main:
+            log(f"{family.name}: starting from the weights of {init_from}")
     step_nets = nets
     if dist.enabled:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -103,7 +139,9 @@ def training_loop(
         if preview_batch is None:
             preview_batch = batch
         batch_samples = batch["refmap_obs"].shape[0] * dist.world_size
-        step_lr = lr * min(1.0, (state["samples"] + batch_samples) / max(warmup_samples, 1))
+        step_lr = learning_rate(
+            state["samples"] + batch_samples, lr, warmup_samples, total_samples, lr_decay_samples, lr_min
+        )
         for group in optimizer.param_groups:
             group["lr"] = step_lr
         with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -151,6 +189,8 @@ def training_loop(
                 if tracker is not None:
                     tracker.flush()
                 save_checkpoint(run_dir, network, nets, ema.nets, optimizer, state)
+                if keep_snapshots:
+                    keep_snapshot(run_dir, network, ema.nets, state["samples"])
                 summary = {"samples": state["samples"], "steps": state["step"], **tick_metrics}
                 if metrics_path is not None:
                     write_metrics(metrics_path, summary)

@@ -37,7 +37,12 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 SHARDS = Path("data/shards")
 LOADER_OPTIONS = ("batch_size", "num_workers", "shuffle_buffer")  # settings for the reader, not the loop
-RUN_CONTROL = ("stop_at_samples", "snapshot_ticks", "preview_ticks")  # when to stop/save/preview, not what
+RUN_CONTROL = (
+    "stop_at_samples",
+    "snapshot_ticks",
+    "preview_ticks",
+    "keep_snapshots",
+)  # when to stop/save/preview, not what
 
 
 def _check_net(net: str) -> None:
@@ -161,11 +166,26 @@ def run_fingerprint(
     ``data`` (:func:`data_fingerprint` of the split)."""
     settings = training_settings(params, net, profile)
     split_dir = Path(split_dir) if split_dir is not None else SHARDS / net / "train"
-    return {
+    fingerprint = {
         "train": {key: value for key, value in settings.items() if key not in RUN_CONTROL},
         "ranks": int(os.environ.get("WORLD_SIZE", "1")),
         "data": data_fingerprint(split_dir),
     }
+    if settings.get("init_from") is not None:  # the starting weights' version, not only their path
+        fingerprint["init"] = _weights_fingerprint(Path(settings["init_from"]))
+    return fingerprint
+
+
+def _weights_fingerprint(directory: Path) -> str:
+    from models.weights import WEIGHTS_FILE
+    from pipeline.shards import file_sha256
+
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise InputError(
+            directory, f"train_*.init_from: no {WEIGHTS_FILE} here (not a drmnet model directory)"
+        )
+    return file_sha256(path)
 
 
 def run_training(
