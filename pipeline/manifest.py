@@ -163,7 +163,34 @@ def read_samples_manifest(split_dir: str | os.PathLike) -> pa.Table:
 
 
 def read_shards_manifest(split_dir: str | os.PathLike) -> pa.Table:
-    return _read_manifest(Path(split_dir) / SHARDS_MANIFEST)
+    """The shards manifest of a split. Every shard it lists must be a plain file name, so that
+    no reader (verification, training, evaluation) follows a name such as ``../../etc/passwd`` or
+    an absolute path out of the split directory: InputError naming the manifest otherwise."""
+    path = Path(split_dir) / SHARDS_MANIFEST
+    table = _read_manifest(path)
+    missing = [name for name in SHARD_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise InputError(
+            path,
+            f"lacks the column(s) {missing}: not a shards manifest; "
+            "rerun `drmnet render-dataset` for this split",
+        )
+    names = table.column("shard").to_pylist()
+    outside = [name for name in names if not _is_plain_file_name(name)]
+    if outside:
+        more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+        raise InputError(
+            path,
+            f"lists the shard {outside[0]!r}{more}, which is not a file name in the split directory "
+            "(a manifest names only the shards beside it); refused: rerun `drmnet render-dataset` "
+            "for this split",
+        )
+    return table
+
+
+def _is_plain_file_name(name: object) -> bool:
+    """A name without directory parts: it stays in the directory it is joined to."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def _read_manifest(path: Path) -> pa.Table:

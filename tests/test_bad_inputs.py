@@ -281,6 +281,27 @@ def test_a_truncated_shards_manifest_is_refused(tmp_path, monkeypatch, capsys):
         list_shards(split)
 
 
+@pytest.mark.parametrize("name", ["../../secret.tar", "/etc/passwd", "..", "sub/drmnet-train-000000.tar"])
+def test_a_manifest_naming_a_shard_outside_its_split_is_refused(name, tmp_path, monkeypatch, capsys):
+    """A shard named `../../etc/passwd` in a manifest used to be opened and hashed by
+    `verify-shards`; every reader of a shards manifest keeps to the split directory."""
+    from pipeline.manifest import SHARDS_MANIFEST, require_intact_split, verify_split, write_manifests
+    from pipeline.reader import list_shards
+
+    split = tmp_path / "shards" / "drmnet" / "train"
+    (tmp_path / "secret.tar").write_text("outside the split\n")
+    good = {"shard": "drmnet-train-000000.tar", "samples": 1, "bytes": 10, "sha256": "0" * 64, "rows": []}
+    write_manifests(split, [good, {**good, "shard": name}])
+    manifest = split / SHARDS_MANIFEST
+    expected = f"error: {manifest}: lists the shard {name!r}, which is not a file name in the split directory"
+    assert refused(["verify-shards", split], tmp_path, monkeypatch, capsys).startswith(expected)
+    train = ["train", "drmnet", "--no-register", "--device", "cpu", "--params", PARAMS, "--data", split]
+    assert refused(train, tmp_path, monkeypatch, capsys).startswith(expected)
+    for reader in (list_shards, require_intact_split, verify_split):
+        with pytest.raises(InputError, match="not a file name in the split directory"):
+            reader(split)
+
+
 def test_a_report_over_bad_json_is_refused(tmp_path, monkeypatch, capsys):
     evaluation = tmp_path / "eval"
     evaluation.mkdir()
