@@ -57,7 +57,7 @@ METRICS = {"rel_si_rmse": "relative si-RMSE", "log_lum_rmse": "log luminance"}
 def select_envmaps(split_dir: str | Path, kinds: str = "real") -> list[tuple[str, str, Path]]:
     """(id, kind, file) of the split directory's envmaps (table order) whose kind is among the
     comma-separated ``kinds`` (``all``: every one)."""
-    from pipeline.evaluation import envmap_kinds
+    from pipeline.evaluation.test_sets import envmap_kinds
     from rendering.errors import InputError
 
     split_dir = Path(split_dir)

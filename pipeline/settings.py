@@ -72,7 +72,7 @@ OTHER_METRICS = (
     "material_mae",
     "rerender_nrmse",
 )
-Metric = Literal[(*SPHERE_METRICS, *OTHER_METRICS)]  # the per-method scores of pipeline/evaluation.py
+Metric = Literal[(*SPHERE_METRICS, *OTHER_METRICS)]  # the per-method scores of pipeline/evaluation/scoring.py
 
 
 def setting(

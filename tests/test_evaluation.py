@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_workspace import RES, make_test_data, run_cli, save_tiny_models, studio_envmap
 
-from pipeline.evaluation import METHODS
+from pipeline.evaluation.methods import METHODS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,7 +51,7 @@ def test_baselines_of_a_fully_observed_mirror_are_exact():
 
     from pipeline import metrics
     from pipeline.estimate import Estimation
-    from pipeline.evaluation import baseline_outputs
+    from pipeline.evaluation.methods import baseline_outputs
     from rendering.refmap import envmap_to_mirror, mirror_to_envmap
 
     envmap = studio_envmap(16)
@@ -75,7 +75,8 @@ def test_the_protocol_tone_maps_an_estimate_at_the_truths_exposure_after_scale_a
     is too dark in part of the map stays too dark after the mapping."""
 
     from pipeline import metrics
-    from pipeline.evaluation import EvaluateSettings, tonemapped_estimate, tonemapped_truth
+    from pipeline.evaluation.scoring import tonemapped_estimate, tonemapped_truth
+    from pipeline.settings import EvaluateSettings
 
     envmap = studio_envmap(16)
     settings = EvaluateSettings.from_params({"sphere_res": 16, "sphere_spp": 4})
@@ -94,7 +95,8 @@ def test_the_protocol_tone_maps_an_estimate_at_the_truths_exposure_after_scale_a
 
 
 def test_summary_has_means_medians_and_a_group_per_envmap_kind():
-    from pipeline.evaluation import EvaluateSettings, group_counts, primary_group, summarize
+    from pipeline.evaluation.results import group_counts, primary_group, summarize
+    from pipeline.settings import EvaluateSettings
 
     def row(key, kind, value):
         return {"test_set": "principled", "key": key, "method": "drmnet", "envmap_id": f"{kind}-{key}",

@@ -5,7 +5,7 @@ Steps (:func:`run_evaluation`, plain Python; the flow only runs the per-test-set
 Prefect task):
 
 1. load the estimator (``models:/drmnet@champion``-style URIs or checkpoint directories) and
-   the test sets (:func:`pipeline.evaluation.load_test_sets`);
+   the test sets (:func:`pipeline.evaluation.test_sets.load_test_sets`);
 2. per test set, evaluate every sample (the first ``gallery`` of them also write their images);
 3. write ``metrics.json``, ``per_sample.csv`` and ``provenance.json`` (git commit, model
    versions, params, data manifests);
@@ -34,17 +34,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.evaluation import (
-    EvaluateSettings,
-    TestSample,
-    evaluate_sample,
-    group_counts,
-    load_test_sets,
-    primary_value,
-    settings_record,
-    summarize,
-    write_results,
-)
+from pipeline.evaluation.results import group_counts, primary_value, settings_record, summarize, write_results
+from pipeline.evaluation.scoring import evaluate_sample
+from pipeline.evaluation.test_sets import TestSample, load_test_sets
+from pipeline.settings import EvaluateSettings
 from pipeline.shards import atomic_write_bytes, file_sha256
 
 CHAMPION = "champion"
