@@ -13,6 +13,11 @@ Inputs, all under the evaluation directory (see :mod:`pipeline.evaluation`):
 The report adds nothing that ``evaluate`` did not measure: it lays tables and images out. Every
 image of the gallery appears in both files (the HTML ``<img>`` tags carry a ``data-file``
 attribute naming the source PNG, so a test can check that nothing is missing).
+
+Text taken from these files (test set and method names, envmap ids and kinds, material names,
+the registry decision, captions) is escaped in both files, so that Markdown or HTML in it shows as
+written instead of becoming markup; a gallery's image names must be plain file names in its
+directory.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import base64
 import html
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
@@ -88,9 +95,46 @@ def _galleries(eval_dir: Path, order: list[str]) -> list[tuple[str, str, Path, d
     (then any other), keys sorted."""
     out = []
     for path in sorted((eval_dir / "gallery").glob("*/*/gallery.json")):
-        out.append((path.parent.parent.name, path.parent.name, path.parent, _read_json(path)))
+        gallery = _read_json(path)
+        _check_gallery(gallery, path)
+        out.append((path.parent.parent.name, path.parent.name, path.parent, gallery))
     rank = {name: i for i, name in enumerate(order)}
     return sorted(out, key=lambda item: (rank.get(item[0], len(rank)), item[0], item[1]))
+
+
+def _check_gallery(gallery: dict[str, Any], path: Path) -> None:
+    """A gallery.json as `evaluate` writes it: lines of text, and groups of images, each image a
+    PNG beside the file named by a plain file name (the report reads and copies it: a name such as
+    ``../../secret`` must not reach outside the gallery). InputError naming the file otherwise."""
+
+    def bad(problem: str) -> InputError:
+        return InputError(path, f"{problem}; rerun `drmnet evaluate`")
+
+    text, groups = gallery.get("text", []), gallery.get("groups", [])
+    if not isinstance(text, list) or not isinstance(groups, list):
+        raise bad("`text` and `groups` must be lists")
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("images"), list):
+            raise bad("each group must be an object with a list of `images`")
+        for image in group["images"]:
+            name = image.get("file") if isinstance(image, dict) else None
+            if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+                raise bad(f"names the image {name!r}, which is not a file name in its directory")
+            if not (path.parent / name).is_file():
+                raise bad(f"names the image {name!r}, which does not exist beside it")
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~&])")
+_MD_LINE_START = re.compile(r"^(\d*)([-+=.)])")  # a list item, a setext underline, an ordered list
+
+
+def _md(text: object, starts_line: bool = False) -> str:
+    """Text taken from a file as literal Markdown: one line (a newline could start a heading or a
+    table row), each character that Markdown or HTML reads as markup backslash-escaped, so that a
+    name such as ``<img src=x onerror=…>`` or ``[x](javascript:…)`` shows as written.
+    ``starts_line``: the text begins a line, where ``- ``, ``1. `` or ``===`` are markup too."""
+    line = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _MD_LINE_START.sub(r"\1\\\2", line) if starts_line else line
 
 
 def _format(value: Any) -> str:
@@ -129,7 +173,11 @@ def _metric_tables(metrics: dict[str, Any]) -> list[tuple[str, list[Table]]]:
     for test_set, methods in metrics.items():
         spheres = [s for s in SPHERES if any(f"{s}_si_rmse" in v for v in methods.values())]
         sphere_columns = {f"{s}_{k}": (h, True) for s in spheres for k, h in SPHERE_METRICS.items()}
-        groups = [("", 1)] + [(f"{s.replace('_', ' ')} sphere", len(SPHERE_METRICS)) for s in spheres]
+        shown = [m for m in sphere_columns if any(m in values for values in methods.values())]
+        spans = [sum(m.startswith(f"{s}_") for m in shown) for s in spheres]
+        groups = [("", 1)] + [
+            (f"{s.replace('_', ' ')} sphere", n) for s, n in zip(spheres, spans, strict=True)
+        ]
         out.append((test_set, [_table(methods, sphere_columns, groups), _table(methods, OTHER_METRICS)]))
     return out
 
@@ -182,18 +230,19 @@ def _html_image(path: Path, caption: str, source: str) -> str:
 
 
 def _provenance_table(provenance: dict[str, Any]) -> Table:
-    rows = [["git commit", provenance.get("git_commit", "unknown")]]
+    rows = [["git commit", str(provenance.get("git_commit", "unknown"))]]
     for role, model in provenance.get("models", {}).items():
         described = ", ".join(f"{k}={v}" for k, v in model.items() if v is not None)
         rows.append([f"model: {role}", described])
     for test_set, data in provenance.get("data", {}).items():
         described = ", ".join(f"{k}={v}" for k, v in data.items())
         rows.append([f"data: {test_set}", described])
-    rows.append(["evaluated at", provenance.get("time", "unknown")])
+    rows.append(["evaluated at", str(provenance.get("time", "unknown"))])
     return Table(["what", "value"], rows, [[False, False] for _ in rows], css="provenance")
 
 
 def _count(provenance: dict[str, Any], test_set: str) -> str:
+    """The " (n = N)" after a test set's name (plain text: escaped where it is used)."""
     count = provenance.get("counts", {}).get(test_set)
     return f" (n = {count})" if count else ""
 
@@ -209,9 +258,9 @@ def _html(eval_dir: Path, metrics, provenance, champion, galleries) -> str:
         "<h2>Metrics</h2>",
     ]
     if champion:
-        parts.append(f"<p><b>Registry:</b> {html.escape(champion.get('decision', ''))}</p>")
+        parts.append(f"<p><b>Registry:</b> {html.escape(str(champion.get('decision', '')))}</p>")
     for test_set, tables in _metric_tables(metrics):
-        parts.append(f"<h3>{html.escape(test_set)}{_count(provenance, test_set)}</h3>")
+        parts.append(f"<h3>{html.escape(test_set + _count(provenance, test_set))}</h3>")
         parts += [_html_table(table) for table in tables]
     notes = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(n)}</li>" for m, n in METHOD_NOTES.items())
     parts.append(f"<ul class=note>{notes}</ul>")
@@ -222,12 +271,14 @@ def _html(eval_dir: Path, metrics, provenance, champion, galleries) -> str:
     parts.append("<h2>Gallery</h2>")
     for test_set, key, directory, gallery in galleries:
         parts.append(f"<div class=sample><h3>{html.escape(test_set)} / {html.escape(key)}</h3>")
-        parts += [f"<p class=note>{html.escape(line)}</p>" for line in gallery.get("text", [])]
+        parts += [f"<p class=note>{html.escape(str(line))}</p>" for line in gallery.get("text", [])]
         for group in gallery.get("groups", []):
-            parts.append(f"<div class=group><h4>{html.escape(group['title'])}</h4><div class=images>")
+            title = html.escape(str(group.get("title", "")))
+            parts.append(f"<div class=group><h4>{title}</h4><div class=images>")
             for image in group["images"]:
                 source = f"gallery/{test_set}/{key}/{image['file']}"
-                parts.append(_html_image(directory / image["file"], image["caption"], source))
+                caption = str(image.get("caption", ""))
+                parts.append(_html_image(directory / image["file"], caption, source))
             parts.append("</div></div>")
         parts.append("</div>")
     parts.append("</body></html>")
@@ -244,11 +295,10 @@ def _md_table(table: Table) -> str:
         header = [
             f"{label.removesuffix(' sphere')} {h}".strip() for label, h in zip(labels, header, strict=True)
         ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
     for row, flags in zip(table.rows, table.best, strict=True):
-        lines.append(
-            "| " + " | ".join(f"**{c}**" if best else c for c, best in zip(row, flags, strict=True)) + " |"
-        )
+        cells = [f"**{_md(c)}**" if best else _md(c) for c, best in zip(row, flags, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -260,23 +310,25 @@ def _md_alt(caption: str) -> str:
 def _markdown(metrics, provenance, champion, galleries, image_dir: str) -> str:
     parts = ["# drmnet evaluation report", "", "## Metrics", "", PROTOCOL_NOTE, ""]
     if champion:
-        parts += [f"**Registry:** {champion.get('decision', '')}", ""]
+        parts += [f"**Registry:** {_md(champion.get('decision', ''))}", ""]
     for test_set, tables in _metric_tables(metrics):
-        parts += [f"### {test_set}{_count(provenance, test_set)}", ""]
+        parts += [f"### {_md(test_set + _count(provenance, test_set))}", ""]
         for table in tables:
             parts += [_md_table(table), ""]
     parts += [f"- **{m}**: {n}" for m, n in METHOD_NOTES.items()]
     parts += ["", "## Provenance", "", _md_table(_provenance_table(provenance)), ""]
-    parts += ["```json", json.dumps(provenance.get("params", {}), indent=1), "```", "", "## Gallery", ""]
+    params = json.dumps(provenance.get("params", {}), indent=1)
+    fence = "`" * max(3, 1 + max(map(len, re.findall("`+", params)), default=0))  # longer than any in it
+    parts += [f"{fence}json", params, fence, "", "## Gallery", ""]
     for test_set, key, _, gallery in galleries:
-        parts += [f"### {test_set} / {key}", ""]
-        parts += [f"{line}  " for line in gallery.get("text", [])]
+        parts += [f"### {_md(test_set)} / {_md(key)}", ""]
+        parts += [f"{_md(line, starts_line=True)}  " for line in gallery.get("text", [])]
         for group in gallery.get("groups", []):
-            parts += ["", f"**{group['title']}**", ""]
-            parts += [
-                f"![{_md_alt(image['caption'])}]({image_dir}/{test_set}/{key}/{image['file']})"
-                for image in group["images"]
-            ]
+            parts += ["", f"**{_md(group.get('title', ''))}**", ""]
+            for image in group["images"]:
+                alt = _md(_md_alt(str(image.get("caption", ""))))
+                link = quote(f"{image_dir}/{test_set}/{key}/{image['file']}")
+                parts.append(f"![{alt}]({link})")
         parts.append("")
     return "\n".join(parts) + "\n"
 

@@ -79,3 +79,105 @@ def test_report_command_without_an_evaluation_names_what_is_missing(tmp_path, mo
         ["report", "--eval", tmp_path / "none", "--out", tmp_path / "r"], monkeypatch, capsys
     )
     assert code == 2 and "metrics.json" in output and "drmnet evaluate" in output
+
+
+# --- text from files is shown as written -------------------------------------------------------
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+LINK = "[click](javascript:alert(1))"
+
+
+def _hostile_evaluation(root):
+    """An evaluation whose names and texts carry Markdown and HTML: a method named like a script,
+    an envmap kind and a MERL file named like links, a decision that starts a heading."""
+    from rendering.hdrio import write_png
+
+    test_set = f"principled{LINK}"
+    evaluation = root / "eval"
+    gallery = evaluation / "gallery" / test_set / "sample-000"
+    gallery.mkdir(parents=True)
+    write_png(gallery / "input.png", np.full((4, 4, 3), 128, np.uint8))
+    metrics = {
+        test_set: {"drmnet": {"mirror_si_rmse": 0.25}, SCRIPT: {"mirror_si_rmse": 0.5}},
+        f"{test_set}/{IMG}": {"drmnet": {"mirror_si_rmse": 0.3}},
+    }
+    provenance = {
+        "git_commit": f"abc123 {IMG}",
+        "models": {"drmnet": {"uri": LINK}},
+        "counts": {test_set: f"2 {SCRIPT}"},
+        "params": {"note": f"```\n{SCRIPT}"},
+    }
+    text = [f"- material: {IMG}.binary; envmap user-x ({LINK})", "1. | a | b |", "==="]
+    caption = f"input {IMG} [1, 1]"
+    entry = {
+        "text": text,
+        "groups": [{"title": f"**{SCRIPT}**", "images": [{"file": "input.png", "caption": caption}]}],
+    }
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    (evaluation / "provenance.json").write_text(json.dumps(provenance))
+    (evaluation / "champion.json").write_text(json.dumps({"decision": f"promoted\n# Owned {SCRIPT}"}))
+    (gallery / "gallery.json").write_text(json.dumps(entry))
+    return evaluation, gallery
+
+
+def _elements(markup: str) -> tuple[list[tuple[str, dict]], str]:
+    """The (tag, attributes) of every element of an HTML text, and its text content."""
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    parser = Collect()
+    parser.feed(markup)
+    return parser.tags, " ".join(" ".join(parser.text).split())
+
+
+def test_report_shows_text_from_files_as_written_not_as_markup(tmp_path, monkeypatch, capsys):
+    """Names and texts in the evaluation files (method names, envmap ids and kinds, material file
+    names, the registry decision) cannot add elements, links or headings to either report."""
+    from markdown_it import MarkdownIt
+
+    evaluation, _ = _hostile_evaluation(tmp_path)
+    code, output = run_cli(
+        ["report", "--eval", evaluation, "--out", tmp_path / "reports"], monkeypatch, capsys
+    )
+    assert code == 0, output
+    markdown = (tmp_path / "reports" / "report.md").read_text()
+    rendered = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+    for name, markup in (
+        ("report.md", rendered),
+        ("report.html", (tmp_path / "reports" / "report.html").read_text()),
+    ):
+        tags, text = _elements(markup)
+        names = [tag for tag, _ in tags]
+        assert "script" not in names and "a" not in names and names.count("h1") == 1, name
+        assert names.count("img") == 1 and not any(key.startswith("on") for _, a in tags for key in a), name
+        for shown in (SCRIPT, IMG, LINK, "# Owned", "- material:", "1. | a | b |"):
+            assert shown in text, (name, shown)
+    assert "(reports/images" not in markdown and (tmp_path / "reports" / "images").is_dir()
+
+
+@pytest.mark.parametrize("image", ["../../../secret.png", "/etc/passwd", "missing.png"])
+def test_a_gallery_naming_an_image_outside_its_directory_is_refused(image, tmp_path, monkeypatch, capsys):
+    """The report copies and embeds each gallery image: a name from gallery.json must not lead it
+    to read or write outside the gallery."""
+    evaluation, gallery = _hostile_evaluation(tmp_path)
+    (tmp_path / "secret.png").write_bytes((gallery / "input.png").read_bytes())
+    entry = json.loads((gallery / "gallery.json").read_text())
+    entry["groups"][0]["images"][0]["file"] = image
+    (gallery / "gallery.json").write_text(json.dumps(entry))
+    code, output = run_cli(
+        ["report", "--eval", evaluation, "--out", tmp_path / "reports"], monkeypatch, capsys
+    )
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert output.startswith(f"error: {gallery / 'gallery.json'}: names the image {image!r}, which ")
+    assert not (tmp_path / "reports").exists()
