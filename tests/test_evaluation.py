@@ -114,6 +114,33 @@ def test_summary_has_means_medians_and_a_group_per_envmap_kind():
     assert primary_group(summarize(rows[:3]), settings) == "principled"  # … else the whole test set
 
 
+def test_scoring_a_test_set_shows_samples_done_and_an_eta(monkeypatch):
+    """One status line per sample when it is the only output (a log file, not a terminal), with
+    the test set, samples done of all, and the time left; rows come back in sample order."""
+    import io
+
+    from pipeline.evaluation import scoring
+    from pipeline.evaluation.test_sets import TestSample
+    from pipeline.settings import EvaluateSettings
+
+    def fake_sample(estimator, sample, settings, directory):
+        return [{"test_set": sample.test_set, "key": sample.key, "method": "drmnet"}]
+
+    monkeypatch.setattr(scoring, "evaluate_sample", fake_sample)
+    empty = np.zeros((2, 2, 3), np.float32)
+    samples = [
+        TestSample("measured", f"m-{i}", empty, empty, np.ones((2, 2), bool), empty, np.zeros(6))
+        for i in range(3)
+    ]
+    log = io.StringIO()
+    rows = scoring.evaluate_test_set(None, samples, EvaluateSettings(), None, log)
+    assert [row["key"] for row in rows] == ["m-0", "m-1", "m-2"]
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("evaluate measured: 0/3 samples") and "\r" not in log.getvalue()
+    assert lines[-1].startswith("evaluate measured: 3/3 samples") and lines[-1].endswith("m-2")
+    assert all("ETA" in line for line in lines)
+
+
 def test_relight_renders_an_object_with_a_new_material(tmp_path, monkeypatch, capsys):
 
     from rendering.hdrio import read_hdr, write_exr

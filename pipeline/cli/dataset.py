@@ -27,14 +27,16 @@ def make_envmap_splits_command(
     from pipeline.cli.checks import check_out_dir
     from pipeline.config import load_params
     from pipeline.splits import make_envmap_splits
+    from pipeline.status import StatusLine
 
     check_out_dir(out)
+    status = StatusLine("make-envmap-splits", 0, "envmaps")  # the total comes with each call
 
     def progress(done: int, total: int, envmap_id: str) -> None:
-        print(f"\r{done}/{total} {envmap_id}", end="", file=sys.stderr, flush=True)
+        status.total = total
+        status.update(done, envmap_id)
 
     written = make_envmap_splits(load_params(params), out, progress)
-    print(file=sys.stderr)
     for split, directory in written.items():
         count = sum(1 for _ in directory.glob("*.exr"))
         print(f"{split}: {count} envmaps in {directory}")

@@ -1,11 +1,12 @@
-"""Scoring one test sample: run the estimator on its image, render the protocol spheres under the
-tone-mapped truth and each method's envmap, and turn them into one row of metrics per method."""
+"""Scoring test samples: run the estimator on each image, render the protocol spheres under the
+tone-mapped truth and each method's envmap, and turn them into one row of metrics per method;
+a status line with the samples done and the ETA while a test set is scored."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from pipeline.evaluation.gallery import write_gallery
 from pipeline.evaluation.methods import MethodOutput, method_outputs
 from pipeline.evaluation.test_sets import TestSample, envmap_kind
 from pipeline.settings import EvaluateSettings
+from pipeline.status import StatusLine
 
 
 def tonemapped_truth(envmap: np.ndarray, height: int, settings: EvaluateSettings) -> dict[str, Any]:
@@ -131,4 +133,26 @@ def evaluate_sample(
         rows.append({"test_set": sample.test_set, "key": sample.key, "method": method, **source, **scores})
     if gallery_dir is not None:
         write_gallery(Path(gallery_dir), sample, estimation, truth, sphere_renders, rows, settings)
+    return rows
+
+
+def evaluate_test_set(
+    estimator,
+    samples: list[TestSample],
+    settings: EvaluateSettings,
+    gallery_dir: str | os.PathLike | None,
+    stream: TextIO | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of every sample of one test set; the first ``settings.gallery`` write their images.
+    A status line (samples done, ETA) goes to ``stream`` (default: standard error)."""
+    rows: list[dict[str, Any]] = []
+    label = f"evaluate {samples[0].test_set}" if samples else "evaluate"
+    status = StatusLine(label, len(samples), "samples", stream)
+    status.update(0)
+    for index, sample in enumerate(samples):
+        directory = None
+        if gallery_dir is not None and index < settings.gallery:
+            directory = Path(gallery_dir) / sample.test_set / sample.key
+        rows += evaluate_sample(estimator, sample, settings, directory)
+        status.update(index + 1, sample.key)
     return rows

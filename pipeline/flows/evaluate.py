@@ -35,7 +35,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.evaluation.results import group_counts, primary_value, settings_record, summarize, write_results
-from pipeline.evaluation.scoring import evaluate_sample
+from pipeline.evaluation.scoring import evaluate_test_set
 from pipeline.evaluation.test_sets import TestSample, load_test_sets
 from pipeline.settings import EvaluateSettings
 from pipeline.shards import atomic_write_bytes, file_sha256
@@ -44,19 +44,6 @@ CHAMPION = "champion"
 TAG_PRIMARY = "eval.primary_value"  # model-version tags that remember what an evaluation found
 TAG_METRIC = "eval.primary_metric"
 TAG_FINGERPRINT = "eval.fingerprint"
-
-
-def evaluate_test_set(
-    estimator, samples: list[TestSample], settings: EvaluateSettings, gallery_dir: str | os.PathLike | None
-) -> list[dict[str, Any]]:
-    """Rows of every sample of one test set; the first ``settings.gallery`` write their images."""
-    rows: list[dict[str, Any]] = []
-    for index, sample in enumerate(samples):
-        directory = None
-        if gallery_dir is not None and index < settings.gallery:
-            directory = Path(gallery_dir) / sample.test_set / sample.key
-        rows += evaluate_sample(estimator, sample, settings, directory)
-    return rows
 
 
 # -- MLflow --------------------------------------------------------------------------------------
