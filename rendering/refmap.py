@@ -37,6 +37,7 @@ from rendering.direct_lighting import BSDFTechnique, GGXTechnique, estimate, sha
 from rendering.envmap import pixel_directions, validate_envmap
 from rendering.errors import InputError
 from rendering.principled import MIRROR, ZEROED, principled_dict, validate_materials
+from rendering.radiance import MAX_RADIANCE
 from rendering.sobol import sample_pattern
 from rendering.variant import ensure_variant
 
@@ -309,7 +310,8 @@ def _render(
 
 
 def validate_refmap(refmap: np.ndarray, source: object = "refmap") -> np.ndarray:
-    """Check a (3, R, R) refmap: square, finite; return float32. Raises InputError."""
+    """Check a (3, R, R) refmap: square, finite, within ±MAX_RADIANCE (beyond, the envmap made
+    from it overflows float32: rendering/radiance.py); return float32. Raises InputError."""
     refmap = np.asarray(refmap)
     if refmap.ndim != 3 or refmap.shape[0] != 3:
         raise InputError(source, f"expected a (3, R, R) refmap, got shape {refmap.shape}")
@@ -321,6 +323,13 @@ def validate_refmap(refmap: np.ndarray, source: object = "refmap") -> np.ndarray
     if not np.isfinite(refmap).all():
         raise InputError(
             source, f"has {int((~np.isfinite(refmap)).sum())} NaN/Inf values; a refmap must be finite"
+        )
+    peak = float(np.abs(refmap).max())
+    if peak > MAX_RADIANCE:
+        raise InputError(
+            source,
+            f"has values up to {peak:.3g}, beyond ±{MAX_RADIANCE:.0e}: the envmap made from it would "
+            "overflow float32 (Inf pixels); no radiance needs that range, so rescale the refmap",
         )
     return refmap
 

@@ -228,6 +228,17 @@ def test_an_envmap_that_would_render_inf_is_refused(root, monkeypatch, capsys):
     np.testing.assert_array_equal(clean_radiance(at_bound, "map")[0], at_bound)
 
 
+def test_a_mirror_refmap_that_would_give_an_inf_envmap_is_refused(root, monkeypatch, capsys):
+    """A mirror refmap of ~1e36 used to become an envmap of 1e36 (Inf once rendered); the same
+    bound as for envmaps applies."""
+    from rendering.hdrio import read_hdr, write_exr
+
+    mirror = read_hdr(root / "mirror.exr")
+    huge = write_exr(root / "huge_mirror.exr", mirror / mirror.max() * 1e36)
+    line = refused(["mirror-to-envmap", huge, "--out", "e.exr"], root, monkeypatch, capsys)
+    assert line.startswith(f"error: {huge}: has values up to 1e+36, beyond ±1e+30") and "rescale" in line
+
+
 # --- an observation without light -------------------------------------------------------------
 
 
@@ -245,6 +256,10 @@ def test_an_observation_without_light_is_refused(root, monkeypatch, capsys):
         line = refused(args, root, monkeypatch, capsys)
         assert line.startswith(f"error: {root / name}: has no light to estimate from: ")
         assert "observed refmap bins are lit (need ≥ 4)" in line
+        # image-to-refmap used to write the black refmap, the input of an invented estimate
+        args = ["image-to-refmap", *observation(root, name), "--out", "obs", "--res", 16]
+        line = refused(args, root, monkeypatch, capsys)
+        assert line.startswith(f"error: {root / name}: has no light to estimate from: ")
     assert black.exists()
 
 

@@ -98,6 +98,7 @@ def image_to_refmap_command(
     """Bin an object image by its normals into an observed reflectance map (per-bin median)."""
     import numpy as np
 
+    from pipeline.estimate import check_light
     from rendering.hdrio import write_exr, write_png, write_preview
     from rendering.observation import files_to_refmap
 
@@ -105,6 +106,7 @@ def image_to_refmap_command(
     check_range("--res", res, 2, MAX_REFMAP_RES)
     check_range("--erode", erode, 0)
     refmap, observed = files_to_refmap(image, normals, mask, res=res, erode=erode, repair=repair)
+    check_light(refmap, observed, image)  # a black object tells nothing: refuse, as `estimate` does
     out.mkdir(parents=True, exist_ok=True)
     write_exr(out / "refmap.exr", refmap.transpose(1, 2, 0))
     write_png(out / "observed.png", np.where(observed, 255, 0).astype(np.uint8))
