@@ -1,14 +1,16 @@
 """The evaluation report: ``reports/report.html`` (self-contained, images embedded as base64 PNG)
 and ``reports/report.md`` (images copied next to it), built from what ``evaluate`` wrote.
 
-Inputs, all under the evaluation directory (see :mod:`pipeline.evaluation`):
+Inputs, all but the last under the evaluation directory (see :mod:`pipeline.evaluation`):
 
 - ``metrics.json``: ``{group: {method: {metric: mean, <metric>_median: median}}}``, groups
   being the test sets and their ``<test set>/<envmap kind>`` parts;
 - ``provenance.json``: git commit, model versions, params, data manifests, counts;
 - ``champion.json``: the registry decision (promoted or not, and why);
 - ``gallery/<test_set>/<key>/gallery.json``: per sample, groups of captioned images (PNG files
-  in the same directory) and lines of text.
+  in the same directory) and lines of text;
+- and, from the plots directory of the training stages, ``train_<net>.csv``: the loss curves,
+  drawn into ``curves/train_<net>.png`` (:mod:`pipeline.loss_curves`).
 
 The report adds nothing that ``evaluate`` did not measure: it lays tables and images out. Every
 image of the gallery appears in both files (the HTML ``<img>`` tags carry a ``data-file``
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.loss_curves import curve_png, read_curve
 from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 
@@ -247,7 +250,7 @@ def _count(provenance: dict[str, Any], test_set: str) -> str:
     return f" (n = {count})" if count else ""
 
 
-def _html(eval_dir: Path, metrics, provenance, champion, galleries) -> str:
+def _html(eval_dir: Path, metrics, provenance, champion, galleries, curves: Curves | None = None) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>drmnet evaluation report</title>",
@@ -264,6 +267,12 @@ def _html(eval_dir: Path, metrics, provenance, champion, galleries) -> str:
         parts += [_html_table(table) for table in tables]
     notes = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(n)}</li>" for m, n in METHOD_NOTES.items())
     parts.append(f"<ul class=note>{notes}</ul>")
+    if curves is not None:
+        parts.append("<h2>Training</h2>")
+        parts.append(f"<p class=note>{html.escape(curves.note())}</p><div class=images>")
+        for name, path in curves.images:
+            parts.append(_html_image(path, f"{path.stem}: loss, learning rate", name))
+        parts.append("</div>")
     parts.append("<h2>Provenance</h2>")
     parts.append(_html_table(_provenance_table(provenance)))
     params = html.escape(json.dumps(provenance.get("params", {}), indent=1))
@@ -307,7 +316,7 @@ def _md_alt(caption: str) -> str:
     return caption.replace("[", "(").replace("]", ")")
 
 
-def _markdown(metrics, provenance, champion, galleries, image_dir: str) -> str:
+def _markdown(metrics, provenance, champion, galleries, image_dir: str, curves: Curves | None = None) -> str:
     parts = ["# drmnet evaluation report", "", "## Metrics", "", PROTOCOL_NOTE, ""]
     if champion:
         parts += [f"**Registry:** {_md(champion.get('decision', ''))}", ""]
@@ -316,6 +325,9 @@ def _markdown(metrics, provenance, champion, galleries, image_dir: str) -> str:
         for table in tables:
             parts += [_md_table(table), ""]
     parts += [f"- **{m}**: {n}" for m, n in METHOD_NOTES.items()]
+    if curves is not None:
+        parts += ["", "## Training", "", _md(curves.note()), ""]
+        parts += [f"![{path.stem}: loss, learning rate]({quote(name)})" for name, path in curves.images]
     parts += ["", "## Provenance", "", _md_table(_provenance_table(provenance)), ""]
     params = json.dumps(provenance.get("params", {}), indent=1)
     fence = "`" * max(3, 1 + max(map(len, re.findall("`+", params)), default=0))  # longer than any in it
@@ -334,10 +346,13 @@ def _markdown(metrics, provenance, champion, galleries, image_dir: str) -> str:
 
 
 def build_report(
-    eval_dir: str | os.PathLike = "eval", out_dir: str | os.PathLike = "reports"
+    eval_dir: str | os.PathLike = "eval",
+    out_dir: str | os.PathLike = "reports",
+    plots_dir: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
     """Write ``out_dir/report.html`` and ``out_dir/report.md`` (+ ``out_dir/images/``) from the
-    evaluation in ``eval_dir``. Returns (html path, markdown path)."""
+    evaluation in ``eval_dir``, with the training curves of ``plots_dir`` (``train_<net>.csv``)
+    drawn into ``out_dir/curves/`` when it is given. Returns (html path, markdown path)."""
     eval_dir, out_dir = Path(eval_dir), Path(out_dir)
     metrics = _read_json(eval_dir / "metrics.json")
     provenance = _read_json(eval_dir / "provenance.json")
@@ -355,10 +370,40 @@ def build_report(
             for image in group["images"]:
                 shutil.copyfile(directory / image["file"], target / image["file"])
 
+    curves = None if plots_dir is None else _write_curves(Path(plots_dir), out_dir / "curves")
     html_path = atomic_write_bytes(
-        out_dir / "report.html", _html(eval_dir, metrics, provenance, champion, galleries).encode()
+        out_dir / "report.html", _html(eval_dir, metrics, provenance, champion, galleries, curves).encode()
     )
     md_path = atomic_write_bytes(
-        out_dir / "report.md", _markdown(metrics, provenance, champion, galleries, "images").encode()
+        out_dir / "report.md", _markdown(metrics, provenance, champion, galleries, "images", curves).encode()
     )
     return html_path, md_path
+
+
+@dataclass
+class Curves:
+    """The training curves shown: where they came from, and (name relative to the report, file)
+    of each image."""
+
+    plots_dir: Path
+    images: list[tuple[str, Path]]
+
+    def note(self) -> str:
+        if not self.images:
+            return f"No training curves (train_<net>.csv) in {self.plots_dir}."
+        return (
+            f"From {self.plots_dir}/train_<net>.csv: the loss and its parts at every tick of training "
+            "(mean over the tick, log scale), and the learning rate, over the training samples seen."
+        )
+
+
+def _write_curves(plots_dir: Path, target: Path) -> Curves:
+    """``target/train_<net>.png`` for every ``plots_dir/train_<net>.csv`` (stale images removed first)."""
+    if target.exists():
+        shutil.rmtree(target)
+    images = []
+    for csv_path in sorted(plots_dir.glob("train_*.csv")):
+        png = curve_png(read_curve(csv_path), csv_path.stem.removeprefix("train_"))
+        path = atomic_write_bytes(target / f"{csv_path.stem}.png", png)
+        images.append((f"{target.name}/{path.name}", path))
+    return Curves(plots_dir, images)

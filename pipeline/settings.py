@@ -462,7 +462,8 @@ class ReportSettings:
     """The ``report`` section (pipeline/report.py)."""
 
     eval_dir: str = "eval"  # what `evaluate` wrote
-    out_dir: str = "reports"  # report.html + report.md + images/
+    out_dir: str = "reports"  # report.html + report.md + images/ + curves/
+    plots_dir: str = "plots"  # train_<net>.csv of the training stages: the loss curves
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,85 @@ def test_report_command_without_an_evaluation_names_what_is_missing(tmp_path, mo
     assert code == 2 and "metrics.json" in output and "drmnet evaluate" in output
 
 
+# --- training curves ----------------------------------------------------------------------------
+
+
+def _training_plots(directory):
+    """plots/train_<net>.csv as training writes them (its own writer): the loss falls from 1 to
+    0.01 and one of its parts with it, while the learning rate warms up."""
+    from pipeline.training.progress import write_curve
+
+    ticks = range(1, 21)
+    write_curve(directory / "train_drmnet.csv", [
+        {"samples": 100 * t, "step": 10 * t, "loss": 10 ** (-2 * (t - 1) / 19),
+         "loss_residual": 0.1 * 10 ** (-(t - 1) / 19), "samples_per_second": 50.0, "lr": min(t, 10) * 1e-4}
+        for t in ticks
+    ])  # fmt: skip
+    write_curve(directory / "train_obsnet.csv", [
+        {"samples": 100 * t, "step": 10 * t, "loss": 1.0 / t, "samples_per_second": 50.0, "lr": 1e-4}
+        for t in ticks
+    ])  # fmt: skip
+
+
+def test_report_shows_the_training_curves_as_images_that_need_no_network(report, tmp_path):
+    from pipeline.loss_curves import COLOURS, MARGIN_LEFT, PANEL_HEIGHT, WIDTH
+    from pipeline.report import build_report
+
+    _training_plots(tmp_path / "plots")
+    html_path, md_path = build_report(report["eval"], tmp_path / "reports", tmp_path / "plots")
+    markup = html_path.read_text()
+    embedded = dict(
+        (file, data)
+        for data, file in re.findall(r'src="data:image/png;base64,([^"]+)" data-file="([^"]+)"', markup)
+    )
+    assert {"curves/train_drmnet.png", "curves/train_obsnet.png"} <= set(embedded)
+    assert markup.index("<h2>Training</h2>") < markup.index("<h2>Gallery</h2>")
+    assert "http" not in markup.split("<h2>Training</h2>")[1].split("<h2>")[0]  # nothing to fetch
+    links = re.findall(r"!\[[^\]]*\]\((curves/[^)]+)\)", md_path.read_text())
+    assert links == ["curves/train_drmnet.png", "curves/train_obsnet.png"]
+    assert all((tmp_path / "reports" / link).is_file() for link in links)
+
+    pixels = _decode_png(base64.b64decode(embedded["curves/train_drmnet.png"]))
+    assert pixels.shape == (2 * PANEL_HEIGHT, WIDTH, 3)  # a loss panel and a learning-rate panel
+
+    def rows_of(colour, panel, columns):
+        """Mean row of the pixels of a series' colour in a panel, over a range of columns."""
+        top = panel * PANEL_HEIGHT
+        area = pixels[top : top + PANEL_HEIGHT, columns]
+        return np.nonzero((area == colour).all(axis=-1))[0].mean()
+
+    plot_width = WIDTH - MARGIN_LEFT
+    early = slice(MARGIN_LEFT, MARGIN_LEFT + plot_width // 4)
+    late = slice(MARGIN_LEFT + plot_width // 2, MARGIN_LEFT + 3 * plot_width // 4)  # left of the legend
+    loss, part = COLOURS[0], COLOURS[1]
+    assert rows_of(loss, 0, early) < rows_of(loss, 0, late)  # the loss falls: its line goes down
+    assert rows_of(part, 0, early) < rows_of(part, 0, late)  # and so does the part drawn with it
+    assert rows_of(loss, 1, early) > rows_of(loss, 1, late)  # the learning rate rises in warm-up
+
+
+def test_report_without_training_curves_says_so(report, tmp_path, monkeypatch, capsys):
+    code, output = run_cli(
+        ["report", "--eval", report["eval"], "--plots", tmp_path / "none", "--out", tmp_path / "r"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, output
+    assert "No training curves" in (tmp_path / "r" / "report.md").read_text()
+    assert not list((tmp_path / "r").glob("curves/*.png"))
+
+
+def test_a_training_curve_that_is_not_one_is_an_error_naming_the_file(report, tmp_path, monkeypatch, capsys):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "train_drmnet.csv").write_text("samples,loss\n100,fast\n")
+    code, output = run_cli(
+        ["report", "--eval", report["eval"], "--plots", tmp_path / "plots", "--out", tmp_path / "r"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and "train_drmnet.csv" in output and "'loss'" in output, output
+    assert "Traceback" not in output
+
+
 # --- text from files is shown as written -------------------------------------------------------
 
 SCRIPT = "<script>alert(1)</script>"
@@ -148,7 +227,9 @@ def test_report_shows_text_from_files_as_written_not_as_markup(tmp_path, monkeyp
 
     evaluation, _ = _hostile_evaluation(tmp_path)
     code, output = run_cli(
-        ["report", "--eval", evaluation, "--out", tmp_path / "reports"], monkeypatch, capsys
+        ["report", "--eval", evaluation, "--plots", tmp_path / "plots", "--out", tmp_path / "reports"],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, output
     markdown = (tmp_path / "reports" / "report.md").read_text()
@@ -176,7 +257,9 @@ def test_a_gallery_naming_an_image_outside_its_directory_is_refused(image, tmp_p
     entry["groups"][0]["images"][0]["file"] = image
     (gallery / "gallery.json").write_text(json.dumps(entry))
     code, output = run_cli(
-        ["report", "--eval", evaluation, "--out", tmp_path / "reports"], monkeypatch, capsys
+        ["report", "--eval", evaluation, "--plots", tmp_path / "plots", "--out", tmp_path / "reports"],
+        monkeypatch,
+        capsys,
     )
     assert code == 2 and len(output.strip().splitlines()) == 1, output
     assert output.startswith(f"error: {gallery / 'gallery.json'}: names the image {image!r}, which ")

@@ -189,16 +189,21 @@ def report(
         Path | None, typer.Option("--eval", help="What `evaluate` wrote (report.eval_dir).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default: report.out_dir).")] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Training curves train_<net>.csv (default: report.plots_dir).")
+    ] = None,
     params: Annotated[Path | None, typer.Option(help="params.yaml with the report section.")] = None,
 ) -> None:
-    """Write reports/report.html (self-contained) and reports/report.md from an evaluation."""
+    """Write reports/report.html (self-contained) and reports/report.md from an evaluation and
+    the training curves."""
     from pipeline.report import build_report
 
     section = _section("report", params)
     eval_dir = eval_dir or Path(section.get("eval_dir", "eval"))
     out = out or Path(section.get("out_dir", "reports"))
+    plots = plots or Path(section.get("plots_dir", "plots"))
     check_out_dir(out)
-    html_path, md_path = build_report(eval_dir, out)
+    html_path, md_path = build_report(eval_dir, out, plots)
     print(f"{html_path}\n{md_path}")
 
 
