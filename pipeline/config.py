@@ -27,12 +27,28 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
         )
     try:
         params = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as error:
+        raise InputError(path, f"is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise InputError(path, f"not valid YAML ({error})") from None
+        raise InputError(path, f"not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(params, dict):
         raise InputError(path, "must hold a mapping of sections")
     validate_params(params, path)
     return params
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error as one line: where (line, column) and what, e.g. ``line 2, column 1: expected
+    the node content, but found '<stream end>' (while parsing a flow node)``."""
+    if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow
+        return f"character {error.position + 1}: {error.reason} (code point {error.character!r})"
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem is None:
+        return " ".join(str(error).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(error, "context", None)
+    return where + " ".join((f"{problem} ({context})" if context else problem).split())
 
 
 def profile_params(params: dict[str, Any], profile: str | None = None) -> dict[str, Any]:

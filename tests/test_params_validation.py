@@ -112,6 +112,30 @@ def test_a_bad_value_is_one_line_naming_it_before_anything_is_touched(
     assert _files(workspace) == before  # the checkpoint, shards, envmaps and evaluation are intact
 
 
+BROKEN_YAML = [
+    (
+        "profile: tiny\nenvmaps: {n: [\n",
+        "line 3, column 1: expected the node content, but found '<stream end>'",
+    ),
+    ("envmaps:\n  n: 3\n    res: 8\n", "line 3, column 8: mapping values are not allowed here"),
+    ("envmaps:\n\tn: 3\n", "line 2, column 1: found character '\\t' that cannot start any token"),
+    ("profile: \x00\n", "character 10: special characters are not allowed"),
+]
+
+
+@pytest.mark.parametrize(("text", "where"), BROKEN_YAML, ids=["unclosed", "indent", "tab", "nul"])
+def test_a_yaml_syntax_error_is_one_line_saying_where(workspace, monkeypatch, capsys, text, where):
+    (workspace / "params.yaml").write_text(text)
+    before = _files(workspace)
+    code, err = _drmnet([*SPLITS, "--params", "params.yaml"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: params.yaml: not valid YAML: {where}"), err
+    (workspace / "params.yaml").write_bytes(b"\xff\xfeprofile: tiny\n")
+    code, err = _drmnet([*SPLITS, "--params", "params.yaml"], monkeypatch, capsys)
+    assert code == 2 and err == "error: params.yaml: is not UTF-8 text (invalid start byte at byte 0)\n"
+    assert _files(workspace) == {**before, "params.yaml": b"\xff\xfeprofile: tiny\n"}
+
+
 def test_the_installed_command_refuses_a_negative_training_length_and_keeps_the_checkpoint(tmp_path):
     """The case that destroyed work: `total_samples: -100` used to delete the checkpoint, exit 0."""
     checkpoint = tmp_path / "checkpoints/drmnet/state.pt"
