@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fileio.atomic import atomic_write
 from models.config import DRMNetConfig, ObsNetConfig, config_from_dict
 from models.illnet import IllNet
 from models.obsnet import ObsNet
@@ -57,13 +57,8 @@ def save_weights(
     """Write the networks' weights to a safetensors file, atomically (temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_write(path) as tmp:
         save_file(state_dict_of(nets), tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -71,13 +66,8 @@ def save_config(path: str | os.PathLike, config: DRMNetConfig | ObsNetConfig) ->
     """Write ``config.to_dict()`` as JSON, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(config.to_dict(), f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
     return path
 
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from fileio.atomic import atomic_write_bytes
 from pipeline.settings import EstimateSettings
-from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 from rendering.principled import MATERIAL_NAMES
 

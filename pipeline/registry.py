@@ -9,7 +9,8 @@ shows them.
 Registered models are ``mlflow.pyfunc`` models written from code
 (``pipeline/registry_model.py``) whose artifacts are the model directory: ``config.json`` +
 ``ema.safetensors`` (models/weights.py). Nothing is pickled, so a version loads back without
-the training code; the ``models`` package travels with it (``code_paths``). A new version gets
+the training code; the ``models`` package (and ``fileio``, which it imports) travels with it
+(``code_paths``). A new version gets
 the alias ``candidate``; evaluation decides ``champion``.
 """
 
@@ -34,6 +35,7 @@ EXPERIMENT = "drmnet"
 CANDIDATE = "candidate"
 MODEL_CODE = Path(__file__).with_name("registry_model.py")
 MODELS_PACKAGE = Path(__file__).resolve().parent.parent / "models"
+FILEIO_PACKAGE = Path(__file__).resolve().parent.parent / "fileio"  # models.weights writes through it
 METRICS_PER_BATCH = 500  # MLflow accepts at most 1000 metrics per log_batch call
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,7 +229,7 @@ def register_model(
                 name=net,
                 python_model=str(MODEL_CODE),
                 artifacts={net: str(staged)},
-                code_paths=[str(MODELS_PACKAGE)],
+                code_paths=[str(MODELS_PACKAGE), str(FILEIO_PACKAGE)],
                 pip_requirements=_requirements(),
                 registered_model_name=net,
             )

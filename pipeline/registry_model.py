@@ -1,7 +1,7 @@
 """The pyfunc model the registry stores ("models from code": MLflow logs this file, not a
 pickle). Its artifact is one model directory (config.json + ema.safetensors), and the ``models``
-package travels with it, so ``mlflow.pyfunc.load_model("models:/drmnet@candidate")`` works
-without this repository.
+package (with ``fileio``, which it imports) travels with it, so
+``mlflow.pyfunc.load_model("models:/drmnet@candidate")`` works without this repository.
 
 ``predict`` input: a dict with ``"refmap"`` (B, 3, R, R) float32 linear HDR and optionally
 ``"mask"`` (B, 1, R, R), ``"num_samples"``, ``"seed"``.

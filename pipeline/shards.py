@@ -32,7 +32,6 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from fileio.atomic import atomic_write, atomic_write_bytes  # noqa: F401  (manifests and reports use it from here)
 from rendering.file_hash import file_sha256  # noqa: F401  (shard verification uses it from here)
 
 # 2000-01-01T00:00:00Z: any fixed value makes the bytes reproducible; a sane date keeps `tar tv` readable.
@@ -176,22 +176,13 @@ def write_shard(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
     count = 0
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for key, sample in samples:
-                    for name, data in encode_sample(key, sample):
-                        tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-                    count += 1
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; shards are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, fsync=True) as tmp, open(tmp, "wb") as stream:
+        with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, sample in samples:
+                for name, data in encode_sample(key, sample):
+                    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+                count += 1
     return ShardInfo(path=path, samples=count, bytes=path.stat().st_size, sha256=file_sha256(path))
 
 
@@ -232,20 +223,3 @@ def read_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
 def _restored(sample: dict[str, Any]) -> dict[str, Any]:
     exponent = int(sample.pop(HALF_EXPONENT, 0))
     return {f: restore_half(f, v, exponent) if isinstance(v, np.ndarray) else v for f, v in sample.items()}
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path

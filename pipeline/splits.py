@@ -143,7 +143,8 @@ def _build_splits(plan, sources, directory, staging: Path, reuse: list[Path], pr
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.shards import atomic_write_bytes, file_sha256
+    from fileio.atomic import atomic_write_bytes
+    from pipeline.shards import file_sha256
     from rendering.envmap import read_envmap
     from rendering.envmap_sources import envmap_stats, produce_envmap
     from rendering.hdrio import write_exr

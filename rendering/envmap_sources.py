@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from fileio.atomic import atomic_write
 from rendering.envmap import envmap_power, pixel_directions, pixel_solid_angles, read_envmap, resample_envmap
 from rendering.errors import InputError
 from rendering.file_hash import file_sha256
@@ -40,6 +41,7 @@ USER_KIND = "user"
 FILE_KINDS = (USER_KIND, REAL_KIND)  # envmaps read from files (the others are generated)
 TABLE_PARQUET, TABLE_JSON, CONTACT_SHEET = "envmaps.parquet", "envmaps.json", "contact_sheet.png"
 CONTACT_SHEET_MAX = 256
+SHOWN_PROBLEMS = 3  # bad user files named on the error line; beyond, every one is also a warning
 CONTACT_SHEET_COLUMNS = 8
 THUMBNAIL_HEIGHT = 32
 
@@ -173,18 +175,6 @@ def list_envmap_files(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in HDR_SUFFIXES)
 
 
-def _atomic_write_bytes(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 class EnvmapDirectory:
     """Users' environment maps at the working resolution: ``len()``, ``[i]`` → (H, 2H, 3) float32.
 
@@ -218,28 +208,60 @@ class EnvmapDirectory:
         if self.cache_dir is not None:
             cached = self.cache_dir / f"{file_sha256(path)}-h{self.height}.npy"
             if cached.exists():
-                return np.load(cached)
+                envmap = _read_cached(cached, self.height)
+                if envmap is not None:
+                    return envmap
+                warnings.warn(
+                    f"{cached}: damaged cache entry (unreadable, or not a finite {self.height}×"
+                    f"{2 * self.height} envmap): made again from {path}",
+                    stacklevel=2,
+                )
         envmap = resample_envmap(read_envmap(path, self.repair), self.height)
         if cached is not None:
-            _atomic_write_bytes(cached, lambda tmp: np.save(tmp, envmap))
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(cached, suffix=".npy") as tmp:  # np.save appends .npy to any other name
+                np.save(tmp, envmap)
         return envmap
 
     def check(self) -> None:
         """Load every file (through the cache, so the work serves the run that follows); one
-        InputError naming the directory and each bad file with its problem, so that a user fixes
-        them all at once rather than one per run."""
-        problems = []
+        InputError naming the directory, how many files are bad and the first SHOWN_PROBLEMS with
+        their problems (when there are more, each bad file is also one warning before it), so that
+        a user fixes them all at once rather than one per run."""
+        problems: list[InputError] = []
         for path in self.files:
             try:
                 self.load(path)
             except InputError as error:
-                problems.append(str(error))
-        if problems:
-            raise InputError(
-                self.path,
-                f"{len(problems)} of {len(self.files)} environment map files are unusable:\n  "
-                + "\n  ".join(problems),
-            )
+                problems.append(error)
+        if not problems:
+            return
+        more = ""
+        if len(problems) > SHOWN_PROBLEMS:
+            for problem in problems:
+                warnings.warn(str(problem), stacklevel=2)
+            more = f"; and {len(problems) - SHOWN_PROBLEMS} more (all {len(problems)} in the warnings above)"
+        shown = "; ".join(f"{Path(p.source).name}: {p.problem}" for p in problems[:SHOWN_PROBLEMS])
+        raise InputError(
+            self.path,
+            f"{len(problems)} of {len(self.files)} environment map files are unusable: {shown}{more}; "
+            "fix or remove them and rerun",
+        )
+
+
+def _read_cached(path: Path, height: int) -> np.ndarray | None:
+    """A resampled envmap from the cache, or None when the file is not one (truncated, overwritten,
+    of another shape, not finite): the entry is then made again rather than trusted."""
+    try:
+        envmap = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(envmap, np.ndarray):  # an .npz archive
+        envmap.close()
+        return None
+    if envmap.shape != (height, 2 * height, 3) or envmap.dtype != np.float32:
+        return None
+    return envmap if np.isfinite(envmap).all() and (envmap >= 0).all() else None
 
 
 def produce_envmap(
@@ -378,6 +400,8 @@ def _write_table(out: Path, rows: list[dict[str, Any]]) -> bool:
     if json_path.exists() and parquet_path.exists() and json_path.read_text() == text:
         return False
     table = pa.table({key: [row[key] for row in rows] for key in rows[0]})
-    _atomic_write_bytes(parquet_path, lambda tmp: pq.write_table(table, tmp))
-    _atomic_write_bytes(json_path, lambda tmp: Path(tmp).write_text(text))
+    with atomic_write(parquet_path) as tmp:
+        pq.write_table(table, str(tmp))
+    with atomic_write(json_path) as tmp:
+        tmp.write_text(text)
     return True

@@ -13,11 +13,11 @@ luminance maps to 1, clip to [0, 1], gamma 2.2, 8 bits.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from fileio.atomic import atomic_write
 from rendering.errors import InputError
 from rendering.variant import ensure_variant
 
@@ -121,26 +121,17 @@ def read_hdr(path: str | os.PathLike) -> np.ndarray:
     return _to_rgb(np.array(bitmap, dtype=np.float32), path)
 
 
-def _atomic_target(path: Path) -> tuple[Path, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    return path, Path(tmp)
-
-
 def write_exr(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write float32 (H, W, 3) or (H, W) linear values to an OpenEXR file, atomically."""
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim not in (2, 3):
         raise ValueError(f"write_exr expects (H, W) or (H, W, C), got shape {image.shape}")
     mi = ensure_variant()
-    final, tmp = _atomic_target(Path(path))
-    try:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, suffix=path.suffix) as tmp:  # Mitsuba picks the format by the suffix
         mi.Bitmap(image).write(str(tmp))
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    return path
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
@@ -149,14 +140,11 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     if image.dtype != np.uint8:
         raise ValueError(f"write_png expects uint8 pixels, got {image.dtype}")
     mi = ensure_variant()
-    final, tmp = _atomic_target(Path(path))
-    try:
-        bitmap = mi.Bitmap(image, pixel_format=_png_format(mi, image))
-        bitmap.write(str(tmp))
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, suffix=path.suffix) as tmp:
+        mi.Bitmap(image, pixel_format=_png_format(mi, image)).write(str(tmp))
+    return path
 
 
 def _png_format(mi, image: np.ndarray):

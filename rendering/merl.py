@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fileio.atomic import atomic_write
 from rendering.errors import InputError
 
 THETA_H_RES, THETA_D_RES, PHI_D_RES = 90, 90, 180
@@ -235,12 +235,7 @@ def write_merl(path: str | os.PathLike, brdf: MerlBrdf) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = brdf.table.astype(np.float64) / CHANNEL_SCALES[:, None, None, None]
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(np.array([THETA_H_RES, THETA_D_RES, PHI_D_RES], dtype="<i4").tobytes())
-            out.write(raw.astype("<f8").tobytes())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as out:
+        out.write(np.array([THETA_H_RES, THETA_D_RES, PHI_D_RES], dtype="<i4").tobytes())
+        out.write(raw.astype("<f8").tobytes())
     return path

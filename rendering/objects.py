@@ -33,12 +33,12 @@ channels are evaluated together, so a render costs what Mitsuba's own ``mi.rende
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fileio.atomic import atomic_write
 from rendering.envmap import rotate_envmap, validate_envmap
 from rendering.errors import InputError
 from rendering.principled import principled_dict, validate_material
@@ -267,13 +267,8 @@ def render_object(
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_write(path, suffix=".npy") as tmp:  # np.save appends .npy to any other name
         np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def save_object(directory: str | os.PathLike, obj: ObjectImage) -> Path:

@@ -42,13 +42,13 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import drjit as dr
 import numpy as np
 from scipy.optimize import least_squares
 
+from fileio.atomic import atomic_write
 from rendering.errors import InputError
 from rendering.merl import (
     PHI_D_RES,
@@ -356,13 +356,8 @@ def _read_cached_z(path: Path, key: str) -> np.ndarray | None:
 def _write_cached_z(path: Path, record: dict) -> None:
     """Write ``record`` as JSON at ``path`` atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(record, out, indent=1)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "w") as out:
+        json.dump(record, out, indent=1)
 
 
 def fit_error(brdf: MerlBrdf, z: np.ndarray, n_bins: int = FIT_BINS, seed: int = FIT_SEED) -> float:

@@ -7,7 +7,8 @@ is a ``data:application/exr;base64,…`` URL of a 512×256 DWAB-compressed OpenE
   the only network access, once; later runs use the cached tarball. Without npm or a registry
   the error says how to get the file.
 * :func:`decode_package` — every ``hdri/*.exr.js`` module decoded to ``<name>.exr`` beside the
-  tarball (atomic writes; a corrupt module is an InputError naming it). The files are the
+  tarball (atomic writes; a corrupt module is an InputError naming it; a decoded file whose
+  sha256 is not the pinned one, e.g. truncated, is decoded again with a warning). The files are the
   package's pixels, unchanged; reading them goes through the HDR input policy
   (:mod:`rendering.radiance`) like any user map — these maps carry ringing around their suns.
 * :data:`REAL_SPLITS` — a FIXED, documented assignment of the 18 maps to splits, so the test
@@ -29,9 +30,12 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 
+from fileio.atomic import atomic_write
 from rendering.errors import InputError
+from rendering.file_hash import file_sha256
 
 PACKAGE = "@pmndrs/assets"
 VERSION = "1.7.0"
@@ -53,6 +57,27 @@ REAL_SPLITS: dict[str, tuple[str, ...]] = {
     "test": ("city", "forest", "night", "park", "sky"),
 }  # fmt: skip
 REAL_MAPS = tuple(sorted(name for names in REAL_SPLITS.values() for name in names))
+# sha256 of each decoded map: the pinned tarball's bytes, so a damaged copy in the cache is known.
+DECODED_SHA256 = {
+    "apartment": "31c62c03b5686b3d899071070ec1bfc760a3ddc1e6a05915ebc28102fef2fb1c",
+    "bridge": "921f8b95cd1ae8bda602d4d395d8ce5574975ae0df626504eb4387cc963212ea",
+    "city": "82847b3f3e2073d16647be2eb5712dc0f7e37ddc9480a1d45f2270fe8cd048f6",
+    "dawn": "02529d0a04dbc6e761adb9b4f6bcb07b0ef3931b218b394ee6be68b1fe39ce79",
+    "esplanade": "2a3c5a870167dc1a1ad44115cd0c554cfde97fa6ca859f4f90f39771db90b54c",
+    "forest": "6fff311b5f3dad0910d8f334a6d9d88218ffd873d72c679ee1b7e4bccfa140e3",
+    "hall": "205a84e0108d40fb207e077db9bc68a15f329a8af8ee1f82c28524e967963b81",
+    "lab": "4f993660d9c53e97cb23f2d901e06aed9bc0323f6cd9079ec0de02e73634796e",
+    "lobby": "55b54fc7b4efc5e9fef27529208d4abe9614839307f40490b135ce75aa08b72c",
+    "night": "9509f1b917dbb4c98d63b92e9fd12fb79e3376d17ec3186e2de39543e32ce5ff",
+    "park": "00e78fd8fe0ac81f73eb3682b1a4e2e1b909148f1b06d1e52e771d4fec3d02a1",
+    "sky": "a72412700b91a49080a582420476d2ab9a1e8fd181031f4ae7ec5e2596addc2a",
+    "studio": "08038ed9159c24bb732d2218dafa09cef2abaa44f9ce11ec511d87c842d88fad",
+    "sunrise": "d48b92f8fd8d1e8eb111d90284a007f811a4d57abe4fa6faf10165287a3fe9c2",
+    "sunset": "d09a4d7581f5454f13c3da3c323a231d00a34e60200de7654a895d2d41a7ceb7",
+    "venice": "8200c809a7032efaa7d9fa3a5c64939d7f07d26478bc2418af624150af90dac9",
+    "warehouse": "bb11fe7e9c3037b8db21beab826a7ed7c452a48cb6d361f982ca7311aacba9c1",
+    "workshop": "793ca687c647e032c79ea3a67bd016ad3158d17506540cfa8fdd901550cc0a5d",
+}
 _DATA_URL = re.compile(
     rb"""^\s*export\s+default\s+['"]data:application/exr;base64,([A-Za-z0-9+/=]+)['"]\s*;?\s*$"""
 )
@@ -125,27 +150,35 @@ def decode_module(text: bytes, source: object) -> bytes:
 
 def decode_package(tarball: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Decode every real map of the tarball to ``<out_dir>/<name>.exr`` (default: beside the
-    tarball); finished files are kept. Returns name → path, for the names of :data:`REAL_MAPS`."""
+    tarball); finished files (those with the pinned sha256) are kept, damaged ones decoded again
+    with a warning. Returns name → path, for the names of :data:`REAL_MAPS`."""
     tarball = Path(tarball)
     out = Path(out_dir) if out_dir is not None else tarball.parent / "exr"
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / f"{name}.exr" for name in REAL_MAPS}
-    if all(path.exists() for path in paths.values()):
+    intact = {
+        name: path.is_file() and file_sha256(path) == DECODED_SHA256[name] for name, path in paths.items()
+    }
+    if all(intact.values()):
         return paths
     with tarfile.open(tarball, "r:gz") as archive:
         for name, path in paths.items():
-            if path.exists():
+            if intact[name]:
                 continue
+            if path.exists():
+                warnings.warn(
+                    f"{path}: damaged decoded copy (its sha256 is not the package's): "
+                    f"decoded again from {tarball}",
+                    stacklevel=2,
+                )
             member = f"{MODULE_DIR}{name}.exr.js"
             try:
                 handle = archive.extractfile(member)
             except KeyError:
                 raise InputError(tarball, f"has no {member}: not the {PACKAGE}@{VERSION} package") from None
             data = decode_module(handle.read(), f"{tarball}:{member}")
-            handle_fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".exr", dir=out)
-            with os.fdopen(handle_fd, "wb") as file:
-                file.write(data)
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                tmp.write_bytes(data)
     return paths
 
 

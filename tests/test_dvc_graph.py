@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("pipeline", "rendering", "models")
+PACKAGES = ("pipeline", "rendering", "models", "fileio")
 
 
 def module_path(name: str) -> Path | None:

@@ -32,9 +32,9 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fileio.atomic import atomic_write
 from models.config import DRMNetConfig, ObsNetConfig
 from models.weights import (
     CONFIG_FILE,
@@ -206,18 +207,18 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     save_config(run_dir / CONFIG_FILE, config)  # the same throughout a run (it is in the fingerprint)
     metadata = {"samples": str(int(state["samples"]))}
-    staged: list[tuple[Path, str]] = []
-    try:
+    with ExitStack() as stack:
+        # Each atomic_write renames as its context exits, the last entered first: state.pt is
+        # entered first to be renamed last. No suffix: torch.save names its archive after the file
+        # name up to the last dot, ".state.pt" as ever (the temporary names are ``.<name>.*``,
+        # what prepare_run_dir removes).
+        staged = {
+            name: stack.enter_context(atomic_write(run_dir / name, suffix=""))
+            for name in (STATE_FILE, WEIGHTS_FILE, MODEL_FILE)
+        }
         for name, weights in ((MODEL_FILE, nets), (WEIGHTS_FILE, ema_nets)):
-            staged.append((_temporary(run_dir, name), name))
-            save_file(state_dict_of(weights), staged[-1][0], metadata=metadata)
-        staged.append((_temporary(run_dir, STATE_FILE), STATE_FILE))
-        torch.save({**state, "optimizer": optimizer.state_dict()}, staged[-1][0])
-        for tmp, name in staged:
-            os.replace(tmp, run_dir / name)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+            save_file(state_dict_of(weights), staged[name], metadata=metadata)
+        torch.save({**state, "optimizer": optimizer.state_dict()}, staged[STATE_FILE])
     return run_dir
 
 
@@ -252,13 +253,6 @@ def initial_weights(
         key: value.float() if value.is_floating_point() else value
         for key, value in state_dict_of(nets).items()
     }
-
-
-def _temporary(run_dir: Path, name: str) -> Path:
-    """A new temporary file for ``name`` (``.<name>.*``: what :func:`prepare_run_dir` removes)."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=run_dir)
-    os.close(handle)
-    return Path(tmp)
 
 
 def load_checkpoint(

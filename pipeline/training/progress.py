@@ -8,10 +8,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from fileio.atomic import atomic_write
 
 
 class Progress:
@@ -60,13 +61,8 @@ def _duration(seconds: float) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
