@@ -238,11 +238,64 @@ def test_every_bad_user_file_is_named_in_one_error_before_anything_is_written(tm
         with pytest.raises(InputError) as raised:
             run(out)
         message = str(raised.value)
-        assert message.startswith(f"{folder}: 2 of 3 environment map files are unusable")
+        assert message.startswith(f"{folder}: 2 of 3 environment map files are unusable: cut.exr: ")
         assert "cut.exr: unreadable or truncated" in message
-        assert "square.exr: an equirectangular environment map must be twice as wide" in message
-        assert "good.exr" not in message
+        assert "; square.exr: an equirectangular environment map must be twice as wide" in message
+        assert (
+            "good.exr" not in message
+            and "\n" not in message
+            and message.endswith("fix or remove them and rerun")
+        )
         assert not out.exists(), f"{name} wrote before it had checked every file"
+
+
+def test_many_bad_user_files_are_one_error_line_and_one_warning_each(tmp_path, rng, monkeypatch, capsys):
+    """The error names the count and the first three files with their problems; every bad file is
+    a one-line warning before it (the full list), rather than an error of many lines."""
+    from tiny_workspace import run_cli
+
+    folder = _directory_with_bad_files(tmp_path, rng)
+    for index in range(3):
+        (folder / f"empty{index}.hdr").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning) as warned:
+        code, output = run_cli(
+            ["make-envmaps", "--n", "0", "--from-dir", folder, "--out", "out"], monkeypatch, capsys
+        )
+    assert code == 2 and output.count("\n") == 1, output
+    assert output.startswith(f"error: {folder}: 5 of 6 environment map files are unusable: cut.exr: ")
+    assert "; empty0.hdr: " in output and "; empty1.hdr: " in output and "empty2.hdr" not in output
+    assert "; and 2 more (all 5 in the warnings above); fix or remove them and rerun" in output
+    named = sorted(Path(str(w.message).split(": ")[0]).name for w in warned if str(folder) in str(w.message))
+    assert named == ["cut.exr", "empty0.hdr", "empty1.hdr", "empty2.hdr", "square.exr"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_cache_entry_is_made_again_with_a_warning(tmp_path, rng, monkeypatch, capsys):
+    """A cached resampled user map that is truncated, not an array or of another shape used to end
+    in a traceback; it is made again from the user's file, the same bytes as before."""
+    from tiny_workspace import run_cli
+
+    folder = _user_dir(tmp_path, rng)
+    monkeypatch.chdir(tmp_path)
+    make = ["make-envmaps", "--n", "0", "--from-dir", folder, "--cache-dir", "cache", "--res", "4"]
+    code, output = run_cli([*make, "--out", "first"], monkeypatch, capsys)
+    assert code == 0, output
+    entries = sorted((tmp_path / "cache").glob("*.npy"))
+    good = {entry.name: entry.read_bytes() for entry in entries}
+    assert len(entries) == 2
+    entries[0].write_bytes(good[entries[0].name][:100])  # truncated
+    np.save(entries[1], np.zeros((3, 3), np.float32))  # another shape
+    with pytest.warns(UserWarning, match="damaged cache entry .* made again from") as warned:
+        code, output = run_cli([*make, "--out", "second"], monkeypatch, capsys)
+    assert code == 0, output
+    damaged = [str(w.message) for w in warned if "damaged cache entry" in str(w.message)]
+    assert sorted(Path(message.split(": ")[0]).name for message in damaged) == sorted(good)
+    assert {entry.name: entry.read_bytes() for entry in entries} == good
+    for name in ("hall", "yard"):
+        assert (tmp_path / "second" / f"user-{name}.exr").read_bytes() == (
+            tmp_path / "first" / f"user-{name}.exr"
+        ).read_bytes()
 
 
 def test_make_envmaps_writes_maps_table_and_sheet_and_reruns_idempotently(tmp_path, rng):

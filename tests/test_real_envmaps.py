@@ -10,7 +10,9 @@ import pytest
 
 from pipeline.splits import plan_envmap_splits
 from rendering.errors import InputError
+from rendering.file_hash import file_sha256
 from rendering.real_envmaps import (
+    DECODED_SHA256,
     MODULE_DIR,
     REAL_MAPS,
     REAL_SPLITS,
@@ -34,6 +36,23 @@ def test_decoding_is_reproducible(real_envmap_files, tmp_path):
     tarball = next(iter(real_envmap_files.values())).parent.parent / TARBALL
     again = decode_package(tarball, tmp_path / "again")
     assert sorted(again) == sorted(REAL_MAPS) == sorted(real_envmap_files)
+    assert all(again[name].read_bytes() == real_envmap_files[name].read_bytes() for name in REAL_MAPS)
+
+
+def test_a_damaged_decoded_map_in_the_cache_is_decoded_again_with_a_warning(real_envmap_files, tmp_path):
+    """A truncated or emptied ``<name>.exr`` in the cache used to be read as it was (an error at
+    best); its sha256 is pinned, so it is decoded again from the package, the same bytes."""
+    tarball = next(iter(real_envmap_files.values())).parent.parent / TARBALL
+    decoded = decode_package(tarball, tmp_path / "exr")
+    assert {name: file_sha256(path) for name, path in decoded.items()} == DECODED_SHA256
+    decoded["sky"].write_bytes(decoded["sky"].read_bytes()[:1000])
+    decoded["park"].write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"damaged decoded copy .* decoded again from") as warned:
+        again = decode_package(tarball, tmp_path / "exr")
+    assert sorted(str(w.message).split(": ")[0] for w in warned) == [
+        str(decoded["park"]),
+        str(decoded["sky"]),
+    ]
     assert all(again[name].read_bytes() == real_envmap_files[name].read_bytes() for name in REAL_MAPS)
 
 
