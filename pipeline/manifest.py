@@ -30,8 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fileio.atomic import atomic_write_bytes
 from pipeline.shard_contents import shard_content_problem
-from pipeline.shards import atomic_write_bytes, file_sha256
+from pipeline.shards import file_sha256
 from rendering.errors import InputError
 from rendering.hdrio import luminance
 
@@ -176,7 +177,7 @@ def read_shards_manifest(split_dir: str | os.PathLike) -> pa.Table:
             "rerun `drmnet render-dataset` for this split",
         )
     names = table.column("shard").to_pylist()
-    outside = [name for name in names if not _is_plain_file_name(name)]
+    outside = [name for name in names if not is_plain_file_name(name)]
     if outside:
         more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
         raise InputError(
@@ -188,8 +189,9 @@ def read_shards_manifest(split_dir: str | os.PathLike) -> pa.Table:
     return table
 
 
-def _is_plain_file_name(name: object) -> bool:
-    """A name without directory parts: it stays in the directory it is joined to."""
+def is_plain_file_name(name: object) -> bool:
+    """A name without directory parts (no separator, not ``..``): it stays in the directory it is
+    joined to. Names read from files (shard manifests, envmap tables, galleries) must be such."""
     return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from fileio.atomic import atomic_write_bytes
 from pipeline.loss_curves import curve_png, read_curve
-from pipeline.shards import atomic_write_bytes
 from rendering.errors import InputError
 
 SPHERES = ("mirror", "matte_silver", "diffuse")

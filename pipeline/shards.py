@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from fileio.atomic import atomic_write, atomic_write_bytes  # noqa: F401  (manifests and reports use it from here)
+from fileio.atomic import atomic_write
 from rendering.file_hash import file_sha256  # noqa: F401  (shard verification uses it from here)
 
 # 2000-01-01T00:00:00Z: any fixed value makes the bytes reproducible; a sane date keeps `tar tv` readable.

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from fileio.atomic import atomic_write_bytes
 from pipeline import metrics
 from pipeline.estimate import Estimation, material_sphere, refmap_image
 from pipeline.evaluation.test_sets import TestSample
 from pipeline.settings import EvaluateSettings
-from pipeline.shards import atomic_write_bytes
 
 
 def write_gallery(

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from fileio.atomic import atomic_write_bytes
 from pipeline.evaluation.methods import METHODS
 from pipeline.evaluation.test_sets import KINDS
 from pipeline.settings import EstimateSettings, EvaluateSettings
-from pipeline.shards import atomic_write_bytes
 
 ID_COLUMNS = ("test_set", "key", "method", "envmap_id", "envmap_kind")  # the rows' non-metric columns
 

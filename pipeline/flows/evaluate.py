@@ -34,11 +34,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from fileio.atomic import atomic_write_bytes
 from pipeline.evaluation.results import group_counts, primary_value, settings_record, summarize, write_results
 from pipeline.evaluation.scoring import evaluate_test_set
 from pipeline.evaluation.test_sets import TestSample, load_test_sets
 from pipeline.settings import EvaluateSettings
-from pipeline.shards import atomic_write_bytes, file_sha256
+from pipeline.shards import file_sha256
 
 CHAMPION = "champion"
 TAG_PRIMARY = "eval.primary_value"  # model-version tags that remember what an evaluation found
