@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from fileio.atomic import atomic_write_bytes
 from pipeline.loss_curves import curve_png, read_curve
+from pipeline.manifest import is_plain_file_name
 from rendering.errors import InputError
 
 SPHERES = ("mirror", "matte_silver", "diffuse")
@@ -121,7 +122,7 @@ def _check_gallery(gallery: dict[str, Any], path: Path) -> None:
             raise bad("each group must be an object with a list of `images`")
         for image in group["images"]:
             name = image.get("file") if isinstance(image, dict) else None
-            if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            if not is_plain_file_name(name):
                 raise bad(f"names the image {name!r}, which is not a file name in its directory")
             if not (path.parent / name).is_file():
                 raise bad(f"names the image {name!r}, which does not exist beside it")

@@ -247,13 +247,30 @@ def _recover(out_dir: Path) -> None:
 
 
 def read_envmap_table(envmap_dir: str | os.PathLike, split: str):
-    """The stats table of a split (pyarrow Table); InputError when the split was never made."""
+    """The stats table of a split (pyarrow Table); InputError naming it when the split was never
+    made, when it is unreadable, or when an id is not a plain file name (``<id>.exr`` must stay
+    in the split directory)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline.manifest import is_plain_file_name
+
     path = Path(envmap_dir) / split / ENVMAP_TABLE
+    redo = "rerun `drmnet make-envmap-splits`"
     if not path.exists():
         raise InputError(path, "missing: make the envmap splits first (drmnet make-envmap-splits)")
-    return pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(path, f"unreadable or truncated envmap table ({error}); {redo}") from None
+    if "id" not in table.column_names:
+        raise InputError(path, f"has no `id` column: not an envmap table; {redo}")
+    outside = [i for i in table.column("id").to_pylist() if not is_plain_file_name(f"{i}.exr")]
+    if outside:
+        raise InputError(
+            path, f"lists the envmap id {outside[0]!r}, which is not a file name in the split; {redo}"
+        )
+    return table
 
 
 def split_envmap_ids(envmap_dir: str | os.PathLike, split: str) -> list[str]:

@@ -317,6 +317,26 @@ def test_a_manifest_naming_a_shard_outside_its_split_is_refused(name, tmp_path, 
             reader(split)
 
 
+def test_an_envmap_table_naming_a_map_outside_its_split_is_refused(tmp_path):
+    """`<id>.exr` is read from the split directory: an id with directory parts, or a table that
+    is not parquet, is refused naming the table (render-dataset and evaluate read it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.splits import split_envmap_ids
+
+    table = tmp_path / "train" / "envmaps.parquet"
+    table.parent.mkdir()
+    pq.write_table(pa.table({"id": ["studio-0-00000", "../../secret"]}), table)
+    with pytest.raises(
+        InputError, match=r"envmaps.parquet: lists the envmap id '../../secret', which is not"
+    ):
+        split_envmap_ids(tmp_path, "train")
+    table.write_bytes(b"PAR1 cut short")
+    with pytest.raises(InputError, match=r"envmaps.parquet: unreadable or truncated envmap table"):
+        split_envmap_ids(tmp_path, "train")
+
+
 def test_a_report_over_bad_json_is_refused(tmp_path, monkeypatch, capsys):
     evaluation = tmp_path / "eval"
     evaluation.mkdir()
