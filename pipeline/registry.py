@@ -11,7 +11,9 @@ Registered models are ``mlflow.pyfunc`` models written from code
 ``ema.safetensors`` (models/weights.py). Nothing is pickled, so a version loads back without
 the training code; the ``models`` package (and ``fileio``, which it imports) travels with it
 (``code_paths``). A new version gets
-the alias ``candidate``; evaluation decides ``champion``.
+the alias ``candidate``; evaluation decides ``champion`` (:func:`decide_champion`), logs its
+results to the version's run (:func:`log_to_run`) and records which models it measured
+(:func:`model_record`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT = Path("mlartifacts")
 EXPERIMENT = "drmnet"
 CANDIDATE = "candidate"
+CHAMPION = "champion"
+TAG_PRIMARY = "eval.primary_value"  # model-version tags that remember what an evaluation found
+TAG_METRIC = "eval.primary_metric"
+TAG_FINGERPRINT = "eval.fingerprint"
 MODEL_CODE = Path(__file__).with_name("registry_model.py")
 MODELS_PACKAGE = Path(__file__).resolve().parent.parent / "models"
 FILEIO_PACKAGE = Path(__file__).resolve().parent.parent / "fileio"  # models.weights writes through it
@@ -301,3 +307,120 @@ def load_estimator(drmnet_uri: str, obsnet_uri: str | None = None, device: str |
     except (FileNotFoundError, ValueError) as error:
         source = drmnet_uri if obsnet_uri is None else f"{drmnet_uri} / {obsnet_uri}"
         raise InputError(source, str(error)) from None
+
+
+# -- evaluation: model versions, their results and the champion ---------------------------------
+
+
+def registered_version(uri: str) -> tuple[str, str] | None:
+    """(name, version) of a ``models:/name/<version|latest>`` or ``models:/name@alias`` URI, or
+    None for a checkpoint directory. Raises InputError when the version does not exist."""
+    if not str(uri).startswith("models:/"):
+        return None
+    from mlflow.exceptions import MlflowException
+
+    body = str(uri)[len("models:/") :]
+    client = _client()
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        name, _, version = body.partition("/")
+        if version in ("", "latest"):
+            versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])
+            if not versions:
+                raise InputError(uri, f"registered model {name!r} has no versions")
+            return name, str(versions[0].version)
+        return name, str(client.get_model_version(name, version).version)
+    except MlflowException as error:
+        raise InputError(uri, f"no such model version in the MLflow registry ({error.message})") from None
+
+
+def model_record(uri: str | None, version: tuple[str, str] | None = None) -> dict[str, Any] | None:
+    """What identifies a model: its URI and registry version/run, or its directory's weight hash.
+    ``version`` is the (name, version) the URI was already resolved to."""
+    if uri is None:
+        return None
+    version = version or registered_version(uri)
+    if version is not None:
+        info = _client().get_model_version(*version)
+        return {"uri": uri, "name": version[0], "version": version[1], "run_id": info.run_id}
+    from models.weights import WEIGHTS_FILE
+    from pipeline.shards import file_sha256
+
+    weights = Path(uri) / WEIGHTS_FILE
+    return {"uri": str(uri), "sha256": file_sha256(weights) if weights.exists() else None}
+
+
+def _summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """``{test_set: {method: {metric: v}}}`` → ``{"eval.test_set.method.metric": v}``."""
+    return {
+        f"eval.{test_set}.{method}.{metric}": value
+        for test_set, methods in summary.items()
+        for method, values in methods.items()
+        for metric, value in values.items()
+    }
+
+
+def log_to_run(name: str, version: str, summary: dict[str, Any], files: list[Path]) -> str:
+    """Log the means and the result files to the run that produced model ``name`` ``version``."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client = _client()
+    run_id = client.get_model_version(name, version).run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, 0) for key, value in _summary_metrics(summary).items()]
+    for start in range(0, len(metrics), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
+    for path in files:
+        client.log_artifact(run_id, str(path), "evaluation")
+    return run_id
+
+
+def decide_champion(
+    name: str,
+    version: str,
+    value: float,
+    metric: str,
+    fingerprint: str,
+    evaluate_champion: Callable[[str], float],
+    companion: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Record this version's primary value (tags) and move ``champion`` to it when it is lower
+    than the champion's on the same data (``evaluate_champion(uri)`` measures a champion whose
+    recorded value came from other data); the first evaluated version becomes champion.
+    ``companion`` (name, version), the ObsNet evaluated with it, becomes champion alongside, so
+    that ``models:/drmnet@champion`` + ``models:/obsnet@champion`` is the pair that was measured."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    for key, tag in ((TAG_PRIMARY, repr(value)), (TAG_METRIC, metric), (TAG_FINGERPRINT, fingerprint)):
+        client.set_model_version_tag(name, version, key, tag)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    decision: dict[str, Any] = {"model": name, "version": version, "metric": metric, "value": value}
+    if current is None:
+        promoted, previous, champion_value = True, None, None
+        text = f"{name} v{version} is the first champion"
+    elif str(current.version) == str(version):
+        promoted, previous, champion_value = True, str(version), value
+        text = f"{name} v{version} stays champion"
+    else:
+        tags = current.tags or {}
+        if tags.get(TAG_FINGERPRINT) == fingerprint and tags.get(TAG_METRIC) == metric:
+            champion_value = float(tags[TAG_PRIMARY])
+        else:
+            champion_value = evaluate_champion(f"models:/{name}/{current.version}")
+        promoted, previous = value < champion_value, str(current.version)
+        verb = "replaces" if promoted else "does not beat"
+        text = f"{name} v{version} ({metric} {value:.4g}) {verb} champion v{previous} ({champion_value:.4g})"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if companion is not None:
+            client.set_registered_model_alias(companion[0], CHAMPION, companion[1])
+    decision.update(promoted=promoted, previous=previous, previous_value=champion_value, decision=text)
+    return decision

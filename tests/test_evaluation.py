@@ -231,7 +231,7 @@ def test_the_oracle_scores_the_floor_of_every_method(evaluated):
 
 
 def test_metrics_are_logged_and_champion_follows_the_primary_metric(evaluated):
-    from pipeline.flows.evaluate import _client
+    from pipeline.registry import _client
 
     client = _client()
     first, second = evaluated["runs"]
