@@ -6,7 +6,13 @@ import sys
 import warnings
 
 from pipeline import watchdog
-from pipeline.cli import dataset, estimate, objects, render, train, workspace  # noqa: F401  (register commands)
+
+# `drmnet --help` lists the commands in the order their modules register them.
+# isort: off
+from pipeline.cli import dataset, estimate, export_model, evaluate, report, relight  # noqa: F401
+from pipeline.cli import objects, render, train, workspace  # noqa: F401
+
+# isort: on
 from pipeline.cli.app import app
 from rendering.errors import InputError
 
