@@ -4,7 +4,9 @@ from a registry URI or a checkpoint directory.
 
 Tracking: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` with artifacts under
 ``mlartifacts/`` (MLflow 3 refuses a plain ``./mlruns`` file store). ``mlflow ui`` / ``make ui``
-shows them.
+shows them. Both are the working tree's own: MLflow stores artifact locations as absolute paths,
+so in a copied (or moved) tree the first registry operation points them at the copy's
+``mlartifacts/`` (:func:`_relocate_copied_tree`); the original is never written or read.
 
 Registered models are ``mlflow.pyfunc`` models written from code
 (``pipeline/registry_model.py``) whose artifacts are the model directory: ``config.json`` +
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,9 +57,55 @@ def tracking_uri() -> str:
 def _client():
     import mlflow
 
+    _relocate_copied_tree()
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
     return mlflow.MlflowClient()
+
+
+# Where the embedded store keeps artifact URIs (MLflow 3.17's schema): each starts with the
+# experiment's artifact location.
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+_relocated: set[Path] = set()  # embedded stores checked by this process
+
+
+def _relocate_copied_tree() -> None:
+    """Make the embedded store's artifact locations this tree's ``mlartifacts/`` when they name
+    another tree's: the store was copied (``cp -a``) or moved with its tree. Otherwise the copy
+    would log into, and load models from, the original's artifacts. Once per store and process;
+    a tracking server or any ``MLFLOW_TRACKING_URI`` is left alone."""
+    if tracking_uri() != DEFAULT_TRACKING_URI:
+        return
+    database = Path(DEFAULT_TRACKING_URI.removeprefix("sqlite:///")).resolve()
+    if database in _relocated or not database.is_file():
+        return
+    import sqlite3
+    from contextlib import closing
+
+    here = ARTIFACT_ROOT.resolve().as_uri()
+    with closing(sqlite3.connect(database)) as connection, connection:
+        try:
+            found = connection.execute(
+                "SELECT artifact_location FROM experiments WHERE name = ?", (EXPERIMENT,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a store MLflow has not set up yet
+            return
+        stored = found[0] if found else None
+        copied = stored is not None and stored != here and stored.startswith("file://")
+        if copied and stored.rsplit("/", 1)[-1] == ARTIFACT_ROOT.name:
+            for table, column in _ARTIFACT_COLUMNS:
+                connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (here, len(stored) + 1, stored, len(stored) + 1, stored + "/"),
+                )
+            print(f"{database}: artifacts of a copied tree: {stored} -> {here}", file=sys.stderr)
+    _relocated.add(database)
 
 
 def experiment_id(name: str = EXPERIMENT) -> str:
