@@ -49,9 +49,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# MLflow UI on loopback only.
+# MLflow UI on loopback only; `make ui PORT=5001` when 5000 is taken.
+PORT ?= 5000
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
 
 clean-venv:
 	rm -rf $(VENV)

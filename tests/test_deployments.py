@@ -1,5 +1,6 @@
 """Prefect deployments against a real Prefect server on 127.0.0.1: serve, trigger through the API,
-wait for COMPLETED, check the work was done, shut everything down."""
+wait for COMPLETED, check the work was done in the served root (not the DVC workspace), list it with
+the Prefect CLI, shut everything down."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from pipeline.deployments import prepare_served_root
+from rendering.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -113,6 +117,47 @@ def _tiny_workspace(root: Path) -> Path:
     return root
 
 
+def _prefect_cli(args: list[str], env: dict[str, str]) -> str:
+    """``prefect ARGS`` against the server; it must answer (exit 0). Wide enough that rich's tables
+    print whole names."""
+    command = [str(BIN / "prefect"), *args]
+    result = subprocess.run(
+        command, env={**env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_served_root_links_the_inputs_and_none_of_the_outputs(tmp_path):
+    workspace = tmp_path / "workspace"
+    for relative in ("data/user/envmaps/a.exr", "data/materials/gold.json", "data/envmaps/train/x.exr"):
+        (workspace / relative).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / relative).write_text(relative)
+    (workspace / "data/shards/drmnet").mkdir(parents=True)
+    (workspace / "params.yaml").write_text("profile: tiny\n")
+
+    root = prepare_served_root(workspace / "served", workspace)
+
+    assert (root / "params.yaml").read_text() == "profile: tiny\n"
+    assert (root / "data/user/envmaps/a.exr").read_text() == "data/user/envmaps/a.exr"
+    assert (root / "data/materials").resolve() == workspace / "data/materials"  # caches are shared
+    assert not (root / "data/envmaps").exists() and not (root / "data/shards").exists()
+    # Again, as every `drmnet serve` does: a data entry added meanwhile is linked, outputs stay.
+    (root / "data/envmaps/train").mkdir(parents=True)
+    (workspace / "data/real_envmaps").mkdir()
+    prepare_served_root(workspace / "served", workspace)
+    assert (root / "data/real_envmaps").resolve() == workspace / "data/real_envmaps"
+    assert not (root / "data/envmaps").is_symlink()
+    assert [p.name for p in (workspace / "data/envmaps/train").iterdir()] == ["x.exr"]
+    # What the root made of its own before the workspace had it (a cache) is kept.
+    (root / "data/envmap_cache").mkdir()
+    (workspace / "data/envmap_cache").mkdir()
+    prepare_served_root(workspace / "served", workspace)
+    assert not (root / "data/envmap_cache").is_symlink()
+    with pytest.raises(InputError, match="params.yaml"):  # not a workspace
+        prepare_served_root(tmp_path / "served", tmp_path)
+
+
 def _run_deployment(name: str, params: dict[str, str], cwd: Path, env: dict[str, str]) -> str:
     command = [str(BIN / "prefect"), "deployment", "run", f"{name}/default", "--watch", "--watch-timeout=400"]
     for key, value in params.items():
@@ -144,21 +189,35 @@ def test_served_deployments_run_through_a_real_server(prefect_server, tmp_path):
             time.sleep(0.5)
         out = _run_deployment("make-envmap-splits", {}, workspace, server_env)
         assert "Completed" in out
-        assert list((workspace / "data/envmaps/train").glob("*.exr")), "the envmap flow wrote no envmaps"
+        served = workspace / "served"  # served runs' own output root (pipeline/deployments.py)
+        assert list((served / "data/envmaps/train").glob("*.exr")), "the envmap flow wrote no envmaps"
         # A parameter overridden at run time: the deployment's default split is `train`, which has no
         # samples in this workspace; `val` has two.
         out = _run_deployment("render-dataset", {"split": "val"}, workspace, server_env)
         assert "Completed" in out
-        shards = sorted((workspace / "data/shards/drmnet/val").glob("*.tar"))
+        shards = sorted((served / "data/shards/drmnet/val").glob("*.tar"))
         assert len(shards) == 1
         verify = subprocess.run(
-            [str(BIN / "drmnet"), "verify-shards", str(workspace / "data/shards/drmnet/val")],
+            [str(BIN / "drmnet"), "verify-shards", str(served / "data/shards/drmnet/val")],
             cwd=workspace,
             capture_output=True,
             text=True,
         )
         assert verify.returncode == 0, verify.stdout + verify.stderr
+        # Nothing of `dvc repro`'s outputs was written in the workspace.
+        assert not (workspace / "data/envmaps").exists() and not (workspace / "data/shards").exists()
+
+        # The Prefect CLI answers against this server and lists what was deployed and run.
+        deployments = _prefect_cli(["deployment", "ls"], server_env)
+        assert "make-envmap-splits/default" in deployments and "render-dataset/default" in deployments
+        flows = _prefect_cli(["flow", "ls"], server_env)
+        assert "make-envmap-splits" in flows and "render-dataset" in flows
+        runs = _prefect_cli(["flow-run", "ls"], server_env)
+        assert "make-envmap-splits" in runs and "render-dataset" in runs
+        assert runs.count("COMPLETED") == 2
+        pools = _prefect_cli(["work-pool", "ls"], server_env)  # served deployments need no work pool
+        assert "No work pools found" in pools
     finally:
         _stop(serving)
         serve_log.close()
-        shutil.rmtree(workspace / "data", ignore_errors=True)
+        shutil.rmtree(workspace / "served", ignore_errors=True)

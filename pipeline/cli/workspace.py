@@ -68,6 +68,11 @@ def info() -> None:
 def serve(
     flows: list[str] = typer.Argument(None, help="Flow names to serve (default: all). See `drmnet flows`."),
     limit: int = typer.Option(None, help="At most this many runs at once."),
+    root: Path = typer.Option(
+        None,
+        help="Where served runs write, in the workspace's layout (default: served/). They read params.yaml "
+        "and data/ through links; `--root .` writes into the workspace, as `dvc repro` does.",
+    ),
 ) -> None:
     """Serve a Prefect deployment (`<flow>/default`) of every drmnet flow; needs PREFECT_API_URL."""
     import os
@@ -83,7 +88,7 @@ def serve(
         )
     from pipeline.deployments import serve as serve_deployments
 
-    serve_deployments(flows or None, limit)
+    serve_deployments(flows or None, limit, root)
 
 
 @app.command("flows")
