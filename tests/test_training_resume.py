@@ -257,3 +257,17 @@ def test_a_fine_tuning_resumes_only_from_the_same_starting_weights(splits, tmp_p
     with pytest.raises(InputError, match=r"missing: train_\*.init_from: no ema.safetensors here"):
         _train(tmp_path / "tuned", splits["train"], monkeypatch, capsys, init_from=str(tmp_path / "missing"))
     assert _state(tmp_path / "tuned")["complete"]  # the finished fine-tuning is left as it was
+
+
+def test_shards_of_another_resolution_are_refused_before_the_checkpoint_is_touched(
+    splits, tmp_path, monkeypatch, capsys
+):
+    _train(tmp_path, splits["train"], monkeypatch, capsys, stop_at_samples=20)
+    before = (tmp_path / "checkpoints/obsnet/state.pt").read_bytes()
+    params = _params()
+    params["profiles"]["tiny"]["refmap_res"] = 2 * R
+    with pytest.raises(
+        InputError, match=rf"holds {R}×{R} refmaps, but the obsnet network of this profile is for"
+    ):
+        run_training("obsnet", params, resume=False, data_dir=splits["train"], register=False)
+    assert (tmp_path / "checkpoints/obsnet/state.pt").read_bytes() == before

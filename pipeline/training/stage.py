@@ -143,6 +143,25 @@ def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
     return batches
 
 
+def _require_resolution(split_dir: Path, net: str, resolution: int) -> None:
+    """The split's refmaps (its first sample's ``refmap_obs``) must be of the network's resolution:
+    checked before the checkpoint directory is touched."""
+    from pipeline.reader import list_shards
+    from pipeline.shards import read_shard
+
+    shards = list_shards(split_dir)
+    first = next(read_shard(shards[0]), None) if shards else None
+    refmap = None if first is None else first[1].get("refmap_obs")
+    if refmap is not None and tuple(refmap.shape[-2:]) != (resolution, resolution):
+        found = "×".join(str(n) for n in refmap.shape[-2:])
+        raise InputError(
+            split_dir,
+            f"holds {found} refmaps, but the {net} network of this profile is for "
+            f"{resolution}×{resolution}: render the shards with this profile (refmap_res) or train "
+            "with the profile they were made with",
+        )
+
+
 def data_fingerprint(split_dir: str | os.PathLike) -> dict[str, str]:
     """The data version of a split: the sha256 of its parquet manifests (pipeline/manifest.py; the
     shards manifest holds every shard's sha256), or of every shard for shards made elsewhere."""
@@ -212,6 +231,7 @@ def run_training(
     from pipeline.manifest import require_intact_split
 
     require_intact_split(split_dir)  # a bad shard is one clear error now, not a loader traceback later
+    _require_resolution(split_dir, net, network.resolution)
     fingerprint = run_fingerprint(net, params, profile, split_dir)
     data = shard_data(split_dir, net, settings)
     run_dir = CHECKPOINTS / net
