@@ -14,7 +14,9 @@ Outcomes:
 
 - ``clear``: exit 2 and stderr is one ``error: <source>: <problem>`` line naming the bad thing
   (``warning: …`` lines allowed), no traceback; for ``verify-shards``, whose contract is a
-  report, a non-zero exit with a ``BAD <shard>: …`` line naming it;
+  report, a non-zero exit with a ``BAD <shard>: …`` line naming it; for a case whose bad input
+  is repaired by design (a damaged cache entry, made again), exit 0 with a ``warning:`` line
+  naming it;
 - ``clear after traceback``: that line, but after a traceback (e.g. Prefect's flow-run log);
 - ``traceback``: an uncaught Python traceback;
 - ``unclear``: a non-zero exit without traceback, but not one ``error:`` line (a usage box,
@@ -85,15 +87,20 @@ class Case:
     needs: list[str] = field(default_factory=list)
     setup: Callable[[Path], None] | None = None
     report: bool = False  # verify-shards: a report with BAD lines, not one error line
+    repaired: bool = False  # repaired by design: exit 0 and one warning line naming it is clear
 
 
 # --- the inputs, built once by this checkout's code ---------------------------------------------
 
 
+PARAMS_TREE = [REPO]  # whose params.yaml the cases start from: the tree under test (main sets it)
+
+
 def base_params() -> dict:
-    """The repository's params.yaml made cheap: the tiny profile, 2 training samples, four
-    small studio envmaps and no real ones (nothing to fetch)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    """The params.yaml of the tree under test (an older tree may not know a newer key) made cheap:
+    the tiny profile, 2 training samples, four small studio envmaps and no real ones (nothing to
+    fetch)."""
+    params = yaml.safe_load((PARAMS_TREE[0] / "params.yaml").read_text())
     params["profile"] = "tiny"
     params["envmaps"].update(n=4, res=16, real=False, kinds={"studio": 1.0}, room_spp=4)
     params["profiles"]["tiny"]["dataset"]["samples"]["drmnet"]["train"] = 2
@@ -166,6 +173,8 @@ def tiny_models(directory: Path) -> None:
 
 def build_fixtures(root: Path) -> None:
     """Every input a case may copy into its directory, under ``root``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from PIL import Image
 
     from pipeline.manifest import SHARDS_MANIFEST
@@ -179,6 +188,7 @@ def build_fixtures(root: Path) -> None:
     write_exr(root / "huge.exr", envmap / envmap.max() * 1e36)
     mirror = render_refmaps(envmap, np.array([[1, 1, 1, 1, 0, 1]], np.float32), [0.0], res=16, spp=2)[0]
     write_exr(root / "mirror.exr", mirror.transpose(1, 2, 0))
+    write_exr(root / "huge_mirror.exr", mirror.transpose(1, 2, 0) / mirror.max() * 1e36)
 
     # A shaded sphere as `estimate` reads it: image, camera-frame normals, mask.
     i, j = np.mgrid[0:32, 0:32]
@@ -220,6 +230,13 @@ def build_fixtures(root: Path) -> None:
     shutil.copytree(root / "data" / "shards" / "drmnet" / "train", root / "truncated_manifest")
     manifest = root / "truncated_manifest" / SHARDS_MANIFEST
     manifest.write_bytes(manifest.read_bytes()[:100])
+    escaping = root / "escaping_manifest" / "drmnet" / "train"  # a shard named outside its split
+    shutil.copytree(root / "data" / "shards" / "drmnet" / "train", escaping)
+    manifest = escaping / SHARDS_MANIFEST
+    table = pq.read_table(manifest).to_pylist()
+    table.append({**table[0], "shard": "../../../secret.tar"})
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(manifest)), manifest)
+    (root / "secret.tar").write_text("outside the split\n")
     make_envmap_splits(base_params(), root / "data" / "envmaps")
     for folder in ("envmaps", "merl", "meshes/train", "meshes/val", "meshes/test"):
         (root / "data" / "user" / folder).mkdir(parents=True, exist_ok=True)  # empty, as in a clone
@@ -229,6 +246,12 @@ def build_fixtures(root: Path) -> None:
     (root / "eval").mkdir()
     (root / "eval" / "metrics.json").write_text('{"principled": {"drmnet": ')  # cut short
     (root / "eval" / "provenance.json").write_text("{}")
+    gallery = root / "eval_gallery" / "gallery" / "principled" / "sample-000"  # an image outside it
+    gallery.mkdir(parents=True)
+    (root / "eval_gallery" / "metrics.json").write_text('{"principled": {"drmnet": {"mirror_si_rmse": 0.5}}}')
+    (root / "eval_gallery" / "provenance.json").write_text("{}")
+    image = {"file": "../../../../mask.png", "caption": "input"}
+    (gallery / "gallery.json").write_text(json.dumps({"groups": [{"title": "inputs", "images": [image]}]}))
     (root / "eval_list").mkdir()
     (root / "eval_list" / "metrics.json").write_text("[1, 2]")
     (root / "eval_list" / "provenance.json").write_text("{}")
@@ -263,6 +286,31 @@ def truncated_user_envmap(cwd: Path) -> None:
         shutil.copyfile(cwd / "env.exr", user / f"good{index}.exr")
     (user / "truncated.exr").write_bytes((cwd / "env.exr").read_bytes()[:300])
     (cwd / "params.yaml").write_text(yaml.safe_dump(base_params()))
+
+
+def unusable_user_envmaps(cwd: Path) -> None:
+    """Five unusable files (truncated, empty, wrong aspect) and a good one in envmaps.user_dir."""
+    user = cwd / "data" / "user" / "envmaps"
+    user.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cwd / "env.exr", user / "good.exr")
+    for index in range(3):
+        (user / f"empty{index}.exr").write_bytes(b"")
+    (user / "truncated.exr").write_bytes((cwd / "env.exr").read_bytes()[:300])
+    shutil.copyfile(cwd / "mirror.exr", user / "square.exr")
+    (cwd / "params.yaml").write_text(yaml.safe_dump(base_params()))
+
+
+def damaged_cache_entry(cwd: Path) -> None:
+    """A user envmap whose resampled copy in the cache is truncated (a cache file is named by the
+    sha256 of the user file and the working height)."""
+    import hashlib
+
+    user = cwd / "user"
+    user.mkdir()
+    shutil.copyfile(cwd / "env.exr", user / "hall.exr")
+    digest = hashlib.sha256((user / "hall.exr").read_bytes()).hexdigest()
+    (cwd / "cache").mkdir()
+    (cwd / "cache" / f"{digest}-h16.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'")
 
 
 def corpus() -> list[Case]:
@@ -396,6 +444,24 @@ def corpus() -> list[Case]:
             ["truncated_manifest"],
         ),
         Case("verify-shards missing directory", ["verify-shards", "no_shards"], "no_shards"),
+        Case(
+            "verify-shards shard named ../../../secret.tar",
+            ["verify-shards", "escaping_manifest"],
+            "manifest-shards.parquet",
+            ["escaping_manifest", "secret.tar"],
+        ),
+        Case(
+            "train on a manifest naming ../../../secret.tar",
+            [*TRAIN, "--data", "escaping_manifest/drmnet/train"],
+            "manifest-shards.parquet",
+            ["escaping_manifest", "secret.tar", "params.yaml"],
+        ),
+        Case(
+            "report gallery image outside its directory",
+            ["report", "--eval", "eval_gallery", "--out", "reports"],
+            "gallery.json",
+            ["eval_gallery", "mask.png"],
+        ),
         Case(
             "report over bad JSON", ["report", "--eval", "eval", "--out", "reports"], "metrics.json", ["eval"]
         ),
@@ -557,6 +623,45 @@ def corpus() -> list[Case]:
             ["black.exr", *obs],
         ),
         Case(
+            "image-to-refmap an all-black image",
+            ["image-to-refmap", "black.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            "black.exr",
+            ["black.exr", *obs],
+        ),
+        Case(
+            "mirror-to-envmap a refmap of 1e36",
+            ["mirror-to-envmap", "huge_mirror.exr", "--out", "e.exr"],
+            "huge_mirror.exr",
+            ["huge_mirror.exr"],
+        ),
+        Case(
+            "make-envmap-splits 5 unusable files in user_dir",
+            SPLITS,
+            "empty0.exr",
+            ["data", "env.exr", "mirror.exr"],
+            unusable_user_envmaps,
+        ),
+        Case(
+            "make-envmaps damaged cache entry",
+            [
+                "make-envmaps",
+                "--n",
+                "0",
+                "--from-dir",
+                "user",
+                "--cache-dir",
+                "cache",
+                "--res",
+                "16",
+                "--out",
+                "o",
+            ],
+            "cache/",
+            ["env.exr"],
+            damaged_cache_entry,
+            repaired=True,
+        ),
+        Case(
             "relight an envmap of 1e36",
             [*RELIGHT, "--envmap", "huge.exr", "--out", "r.exr"],
             "huge.exr",
@@ -610,7 +715,8 @@ def classify(case: Case, code: int | None, stdout: str, stderr: str) -> str:
     if code is None:
         return "timeout"
     if code == 0:
-        return "silent"
+        warned = [line for line in stderr.splitlines() if line.startswith("warning: ") and case.about in line]
+        return "clear" if case.repaired and warned else "silent"
     traceback = "Traceback (most recent call last)" in stderr or "Traceback (most recent call last)" in stdout
     if case.report:
         named = any(line.strip().startswith("BAD ") and case.about in line for line in stdout.splitlines())
@@ -633,8 +739,9 @@ def first_line(stderr: str, stdout: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not PREFECT_LOG.match(line)]
     errors = [line for line in lines if line.startswith("error: ")]
     bad = [line.strip() for line in stdout.splitlines() if line.strip().startswith("BAD ")]
-    if errors or bad:
-        return (errors or bad)[0]
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    if errors or bad or warnings:
+        return (errors or bad or warnings)[0]
     if any(line.startswith("Traceback") for line in lines):
         return lines[-1]  # the exception
     return lines[0] if lines else ""
@@ -760,6 +867,7 @@ def main() -> None:
         fixtures = work / "fixtures"
         fixtures.mkdir()
         build_fixtures(fixtures)
+        PARAMS_TREE[0] = tree  # the fixtures follow this checkout's params, the cases the tree's
         rows = []
         for case in cases:
             rows.append(run_case(case, fixtures, tree, work, args.timeout))
