@@ -28,7 +28,7 @@ class Estimate:
     material: torch.Tensor  # (B, N, 6) estimated z_K
     steps: torch.Tensor  # (B, N) int64 DRM steps taken
     converged: torch.Tensor  # (B, N) bool: stopped by ε, not by max_steps
-    observation: torch.Tensor  # (B, N, 3, R, R) the completed observation L_K the DRM started from
+    completed: torch.Tensor  # (B, N, 3, R, R) the completed observation L_K the DRM started from
     intermediates: list[torch.Tensor] | None = None  # states from L_K + δ·noise on, (B, N, 3, R, R) linear
 
 
@@ -122,7 +122,7 @@ class Estimator:
         num_samples: int = 1,
         seed: int = 0,
         max_steps: int | None = None,
-        obsnet_steps: int | None = None,
+        sampling_steps: int | None = None,
         eta: float | None = None,
         keep_intermediates: bool = False,
         ddim_progress: DDIMProgress | None = None,
@@ -132,7 +132,9 @@ class Estimator:
 
         refmap: (B, 3, R, R) or (3, R, R), linear HDR; mask: (B, 1, R, R), (1, R, R) or (R, R),
         1 where observed (None: fully observed, no ObsNet). ``num_samples`` stochastic samples
-        per input run in one batch; ``seed`` makes them reproducible. ``ddim_progress(step,
+        per input run in one batch; ``seed`` makes them reproducible. ``max_steps``: DRM steps at
+        most (None: the model's ``drm.max_steps``); ``sampling_steps``: ObsNet's DDIM steps (None:
+        its ``diffusion.sampling_steps``). ``ddim_progress(step,
         steps)`` follows ObsNet's completion (only run when the mask has holes) and
         ``drm_progress(step, max_steps, running)`` the DRM sampling, ``running`` counting the
         B·N samples (see models.ddpm.DDIMProgress and models.sampler.DRMProgress).
@@ -140,17 +142,17 @@ class Estimator:
         refmap = self._as_batch(refmap, 3, "refmap")
         b, n = refmap.shape[0], num_samples
         generator = torch.Generator(self.device).manual_seed(seed)
-        observation = refmap.repeat_interleave(n, dim=0)
+        completed = refmap.repeat_interleave(n, dim=0)
         if mask is not None:
             mask = self._as_batch(mask, 1, "mask").expand(b, -1, -1, -1).repeat_interleave(n, dim=0)
             if (mask < 0.5).any():
-                observation = self.complete(observation, mask, generator, obsnet_steps, eta, ddim_progress)
+                completed = self.complete(completed, mask, generator, sampling_steps, eta, ddim_progress)
 
-        scale = intensity_scale(observation, self.drmnet_config.drm)
+        scale = intensity_scale(completed, self.drmnet_config.drm)
         samples = sample_drm(
             self.illnet,
             self.refnet,
-            to_network(observation, scale),
+            to_network(completed, scale),
             self.drmnet_config.drm,
             generator,
             max_steps,
@@ -169,6 +171,6 @@ class Estimator:
             material=per_input(samples.material),
             steps=per_input(samples.steps),
             converged=per_input(samples.converged),
-            observation=per_input(observation),
+            completed=per_input(completed),
             intermediates=intermediates,
         )

@@ -113,19 +113,21 @@ def estimate_refmap(
             "--obsnet",
             "the object does not show every normal, so the observation must be completed: give an ObsNet",
         )
-    ddim = settings.ddim_steps or (estimator.obsnet_config.diffusion.sampling_steps if partial else 0)
+    sampling_steps = 0
+    if partial:  # ObsNet's DDIM steps: the settings', else the model's own
+        sampling_steps = settings.sampling_steps or estimator.obsnet_config.diffusion.sampling_steps
     drm_steps = (
         settings.max_steps if settings.max_steps is not None else estimator.drmnet_config.drm.max_steps
     )
 
-    with _progress_bar(progress, ddim if partial else 0, drm_steps, settings.samples) as (ddim_cb, drm_cb):
+    with _progress_bar(progress, sampling_steps, drm_steps, settings.samples) as (ddim_cb, drm_cb):
         result = estimator.estimate(
             torch.from_numpy(observed),
             torch.from_numpy(observed_mask.astype(np.float32)) if partial else None,
             num_samples=settings.samples,
             seed=settings.seed,
             max_steps=settings.max_steps,
-            obsnet_steps=settings.ddim_steps,
+            sampling_steps=settings.sampling_steps,
             ddim_progress=ddim_cb,
             drm_progress=drm_cb,
         )
@@ -137,7 +139,7 @@ def estimate_refmap(
     return Estimation(
         observed=observed,
         observed_mask=observed_mask,
-        completed=result.observation[0].cpu().numpy().astype(np.float32),
+        completed=result.completed[0].cpu().numpy().astype(np.float32),
         mirrors=mirrors,
         materials=result.material[0].cpu().numpy().clip(0.0, 1.0).astype(np.float32),
         envmaps=np.stack(envmaps).astype(np.float32),
@@ -148,8 +150,8 @@ def estimate_refmap(
 
 
 @contextmanager
-def _progress_bar(enabled: bool, ddim_steps: int, drm_steps: int, samples: int):
-    """A rich progress bar over ObsNet's ``ddim_steps`` (0: no completion) and then at most
+def _progress_bar(enabled: bool, sampling_steps: int, drm_steps: int, samples: int):
+    """A rich progress bar over ObsNet's ``sampling_steps`` (0: no completion) and then at most
     ``drm_steps`` DRM steps, showing how many of the ``samples`` are still running. Yields the
     callbacks of the two samplers, (DDIMProgress, DRMProgress), or (None, None) when disabled."""
     if not enabled:
@@ -166,7 +168,7 @@ def _progress_bar(enabled: bool, ddim_steps: int, drm_steps: int, samples: int):
         transient=True,
     ) as bar:
         task = bar.add_task(
-            "completing" if ddim_steps else "sampling", total=ddim_steps + drm_steps, running=""
+            "completing" if sampling_steps else "sampling", total=sampling_steps + drm_steps, running=""
         )
 
         def ddim(step: int, steps: int) -> None:
@@ -177,7 +179,7 @@ def _progress_bar(enabled: bool, ddim_steps: int, drm_steps: int, samples: int):
             bar.update(
                 task,
                 description="sampling",
-                completed=ddim_steps + step,
+                completed=sampling_steps + step,
                 running=f"{running}/{samples} samples running",
             )
 

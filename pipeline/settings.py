@@ -410,7 +410,8 @@ class EstimateSettings:
     samples: int = setting(4, ge=1)  # N stochastic samples per image, run in one batch
     seed: int = setting(0, ge=0)  # the samples' noise; the same seed gives the same samples
     max_steps: int | None = setting(None, ge=1)  # DRM steps at most (None: the model's own, 150 in the paper)
-    ddim_steps: int | None = setting(None, ge=1)  # ObsNet DDIM steps (None: the model's own, 50 in the paper)
+    # ObsNet's DDIM steps (None: the model's own diffusion.sampling_steps, 50 in the paper)
+    sampling_steps: int | None = setting(None, ge=1)
     envmap_height: int = setting(64, ge=2)  # height H of the envmaps written (H, 2H)
     sphere_res: int = setting(64, ge=1)  # side of the material-sphere previews
     sphere_spp: int = setting(64, ge=1)  # samples per pixel of the material-sphere renders

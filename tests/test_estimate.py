@@ -114,7 +114,7 @@ def _bad_inputs(root: Path, obj) -> dict[str, tuple[list, str]]:
     }
 
 
-def test_progress_callbacks_follow_the_ddim_steps_and_the_drm_steps(workspace):
+def test_progress_callbacks_follow_the_sampling_steps_and_the_drm_steps(workspace):
     import torch
 
     from models.estimator import Estimator
@@ -129,7 +129,7 @@ def test_progress_callbacks_follow_the_ddim_steps_and_the_drm_steps(workspace):
         mask,
         num_samples=3,
         seed=0,
-        obsnet_steps=5,
+        sampling_steps=5,
         ddim_progress=lambda *args: ddim.append(args),
         drm_progress=lambda *args: drm.append(args),
     )

@@ -113,12 +113,12 @@ def test_sparse_observations_are_completed_keeping_observed_pixels():
     refmap = torch.rand(1, 3, R, R) + 0.1
     mask = torch.zeros(1, 1, R, R)
     mask[..., 4:12, 2:10] = 1.0
-    out = est.estimate(refmap * mask, mask, num_samples=2, seed=0, max_steps=2, obsnet_steps=5)
+    out = est.estimate(refmap * mask, mask, num_samples=2, seed=0, max_steps=2, sampling_steps=5)
     seen = (mask > 0).expand(1, 3, R, R)[0]
-    for sample in out.observation[0]:
+    for sample in out.completed[0]:
         assert torch.equal(sample[seen], refmap[0][seen])
         assert (sample[~seen] > 0).any()  # the holes are filled
-    assert not torch.equal(out.observation[0, 0], out.observation[0, 1])
+    assert not torch.equal(out.completed[0, 0], out.completed[0, 1])
 
 
 def test_log_normalisation_maps_observed_pixels_to_unit_range_and_back():
@@ -142,9 +142,9 @@ def test_model_files_round_trip(tmp_path):
     loaded = Estimator.from_directories(drm_dir, obs_dir, device="cpu")
     assert loaded.drmnet_config == est.drmnet_config and loaded.obsnet_config == est.obsnet_config
     refmap, mask = torch.rand(1, 3, R, R), (torch.rand(1, 1, R, R) > 0.3).float()
-    a = est.estimate(refmap, mask, num_samples=2, seed=5, max_steps=3, obsnet_steps=4)
-    b = loaded.estimate(refmap, mask, num_samples=2, seed=5, max_steps=3, obsnet_steps=4)
-    assert torch.equal(a.mirror, b.mirror) and torch.equal(a.observation, b.observation)
+    a = est.estimate(refmap, mask, num_samples=2, seed=5, max_steps=3, sampling_steps=4)
+    b = loaded.estimate(refmap, mask, num_samples=2, seed=5, max_steps=3, sampling_steps=4)
+    assert torch.equal(a.mirror, b.mirror) and torch.equal(a.completed, b.completed)
     with pytest.raises(ValueError, match="expected drmnet"):
         Estimator.from_directories(obs_dir)
 

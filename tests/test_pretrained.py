@@ -178,7 +178,7 @@ def test_an_exported_model_is_the_inference_part_of_its_checkpoint(
         Estimator.from_directories(d["drmnet"], d["obsnet"], "cpu").estimate(refmap, mask, 2, seed=3)
         for d in (checkpoints, {"drmnet": out / "drmnet", "obsnet": out / "obsnet"})
     ]
-    for name in ("mirror", "material", "steps", "observation"):
+    for name in ("mirror", "material", "steps", "completed"):
         torch.testing.assert_close(getattr(runs[0], name), getattr(runs[1], name), rtol=0, atol=0)
 
 

@@ -20,6 +20,9 @@ from pipeline.evaluation.test_sets import KINDS
 from pipeline.settings import EstimateSettings, EvaluateSettings
 
 ID_COLUMNS = ("test_set", "key", "method", "envmap_id", "envmap_kind")  # the rows' non-metric columns
+# Settings recorded under the name they had when the first evaluations were recorded, so that the
+# records (and the fingerprints of provenance.json) of earlier evaluations stay comparable.
+RECORDED_AS = {"sampling_steps": "ddim_steps"}
 
 
 def summary_groups(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -106,7 +109,9 @@ def settings_record(settings: EvaluateSettings, with_models: bool = True) -> dic
         # The section's flat keys, in place; erode only when set (it was not an evaluate key before,
         # so records of earlier evaluations stay comparable).
         default_erode = EstimateSettings().erode
-        record.update({k: v for k, v in value.items() if k != "erode" or v != default_erode})
+        record.update(
+            {RECORDED_AS.get(k, k): v for k, v in value.items() if k != "erode" or v != default_erode}
+        )
     if not with_models:
         record.pop("model")
         record.pop("obsnet")
