@@ -68,7 +68,7 @@ MIRROR = "1,1,1,1,0,1"
 R = 32  # refmap resolution of the tiny profile: the random shards match it
 MODELS = ["--model", "models/drmnet", "--obsnet", "models/obsnet"]
 OBSERVATION = ["image.exr", "normals.npy", "mask.png"]
-RELIGHT = ["relight", "--material", GREY, "--shape", "sphere", "--res", "16", "--spp", "1"]
+RELIGHT = ["relight", "--material", GREY, "--shape", "sphere", "--object-res", "16", "--spp", "1"]
 TRAIN = ["train", "drmnet", "--no-register", "--device", "cpu", "--params", "params.yaml"]
 RENDER = ["render-dataset", "--dataset", "drmnet", "--split", "train", "--params", "params.yaml"]
 SPLITS = ["make-envmap-splits", "--params", "params.yaml"]
@@ -102,7 +102,8 @@ def base_params() -> dict:
     fetch)."""
     params = yaml.safe_load((PARAMS_TREE[0] / "params.yaml").read_text())
     params["profile"] = "tiny"
-    params["envmaps"].update(n=4, res=16, real=False, kinds={"studio": 1.0}, room_spp=4)
+    height = "res" if "res" in params["envmaps"] else "envmap_height"  # the key's name before issue 14
+    params["envmaps"].update({"n": 4, height: 16, "real": False, "kinds": {"studio": 1.0}, "room_spp": 4})
     params["profiles"]["tiny"]["dataset"]["samples"]["drmnet"]["train"] = 2
     return params
 
@@ -354,13 +355,13 @@ def corpus() -> list[Case]:
         ),
         Case(
             "image-to-refmap PNG named .exr",
-            ["image-to-refmap", "png.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            ["image-to-refmap", "png.exr", *OBSERVATION[1:], "--out", "o", "--refmap-res", "16"],
             "png.exr",
             ["png.exr", *obs],
         ),
         Case(
             "image-to-refmap JPEG named .exr",
-            ["image-to-refmap", "jpeg.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            ["image-to-refmap", "jpeg.exr", *OBSERVATION[1:], "--out", "o", "--refmap-res", "16"],
             "jpeg.exr",
             ["jpeg.exr", *obs],
         ),
@@ -384,7 +385,7 @@ def corpus() -> list[Case]:
         ),
         Case(
             "image-to-refmap zip named .npy",
-            ["image-to-refmap", "image.exr", "zip.npy", "mask.png", "--out", "o", "--res", "16"],
+            ["image-to-refmap", "image.exr", "zip.npy", "mask.png", "--out", "o", "--refmap-res", "16"],
             "zip.npy",
             ["zip.npy", *obs],
         ),
@@ -474,13 +475,13 @@ def corpus() -> list[Case]:
         Case("report missing evaluation", ["report", "--eval", "no_eval", "--out", "reports"], "no_eval"),
         Case(
             "image-to-refmap empty .exr",
-            ["image-to-refmap", "empty.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            ["image-to-refmap", "empty.exr", *OBSERVATION[1:], "--out", "o", "--refmap-res", "16"],
             "empty.exr",
             ["empty.exr", *obs],
         ),
         Case(
             "image-to-refmap missing image",
-            ["image-to-refmap", "missing.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            ["image-to-refmap", "missing.exr", *OBSERVATION[1:], "--out", "o", "--refmap-res", "16"],
             "missing.exr",
             obs,
         ),
@@ -501,19 +502,37 @@ def corpus() -> list[Case]:
         ),
         Case(
             "image-to-refmap normals (H, W)",
-            ["image-to-refmap", "image.exr", "normals_2d.npy", "mask.png", "--out", "o", "--res", "16"],
+            [
+                "image-to-refmap",
+                "image.exr",
+                "normals_2d.npy",
+                "mask.png",
+                "--out",
+                "o",
+                "--refmap-res",
+                "16",
+            ],
             "normals_2d.npy",
             ["normals_2d.npy", *obs],
         ),
         Case(
             "image-to-refmap mask of another size",
-            ["image-to-refmap", "image.exr", "normals.npy", "mask_small.png", "--out", "o", "--res", "16"],
+            [
+                "image-to-refmap",
+                "image.exr",
+                "normals.npy",
+                "mask_small.png",
+                "--out",
+                "o",
+                "--refmap-res",
+                "16",
+            ],
             "mask_small.png",
             ["mask_small.png", *obs],
         ),
         Case(
             "image-to-refmap NaN without --repair",
-            ["image-to-refmap", "nan.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            ["image-to-refmap", "nan.exr", *OBSERVATION[1:], "--out", "o", "--refmap-res", "16"],
             "nan.exr",
             ["nan.exr", *obs],
         ),
@@ -526,7 +545,7 @@ def corpus() -> list[Case]:
         # --out pointing at a file
         Case(
             "image-to-refmap --out a file",
-            ["image-to-refmap", *OBSERVATION, "--res", "16", "--out", "a_file"],
+            ["image-to-refmap", *OBSERVATION, "--refmap-res", "16", "--out", "a_file"],
             "a_file",
             ["a_file", *obs],
         ),
@@ -538,7 +557,7 @@ def corpus() -> list[Case]:
         ),
         Case(
             "make-envmaps --out a file",
-            ["make-envmaps", "--n", "1", "--res", "8", "--out", "a_file"],
+            ["make-envmaps", "--n", "1", "--envmap-height", "8", "--out", "a_file"],
             "a_file",
             ["a_file"],
         ),
@@ -568,9 +587,9 @@ def corpus() -> list[Case]:
         ),
         # numbers out of range
         Case(
-            "image-to-refmap --res 100000",
-            ["image-to-refmap", *OBSERVATION, "--out", "o", "--res", "100000"],
-            "--res",
+            "image-to-refmap --refmap-res 100000",
+            ["image-to-refmap", *OBSERVATION, "--out", "o", "--refmap-res", "100000"],
+            "--refmap-res",
             obs,
         ),
         Case(
@@ -580,15 +599,15 @@ def corpus() -> list[Case]:
             ["env.exr"],
         ),
         Case(
-            "mirror-to-envmap --height 0",
-            ["mirror-to-envmap", "mirror.exr", "--out", "e.exr", "--height", "0"],
-            "--height",
+            "mirror-to-envmap --envmap-height 0",
+            ["mirror-to-envmap", "mirror.exr", "--out", "e.exr", "--envmap-height", "0"],
+            "--envmap-height",
             ["mirror.exr"],
         ),
         Case(
-            "render-refmap --res 100000",
-            ["render-refmap", "env.exr", "--material", MIRROR, "--out", "m.exr", "--res", "100000"],
-            "--res",
+            "render-refmap --refmap-res 100000",
+            ["render-refmap", "env.exr", "--material", MIRROR, "--out", "m.exr", "--refmap-res", "100000"],
+            "--refmap-res",
             ["env.exr"],
         ),
         Case(
@@ -624,7 +643,7 @@ def corpus() -> list[Case]:
         ),
         Case(
             "image-to-refmap an all-black image",
-            ["image-to-refmap", "black.exr", *OBSERVATION[1:], "--out", "o", "--res", "16"],
+            ["image-to-refmap", "black.exr", *OBSERVATION[1:], "--out", "o", "--refmap-res", "16"],
             "black.exr",
             ["black.exr", *obs],
         ),
@@ -651,7 +670,7 @@ def corpus() -> list[Case]:
                 "user",
                 "--cache-dir",
                 "cache",
-                "--res",
+                "--envmap-height",
                 "16",
                 "--out",
                 "o",
@@ -676,7 +695,7 @@ def corpus() -> list[Case]:
                 MIRROR,
                 "--out",
                 "m.exr",
-                "--res",
+                "--refmap-res",
                 "16",
                 "--spp",
                 "1",

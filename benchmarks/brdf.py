@@ -2,7 +2,7 @@
 ``principled`` in the same run, and refmap convergence (RMSE vs spp) of a measured table against
 the principled BSDF it was tabulated from.
 
-    .venv/bin/python benchmarks/brdf.py [--pairs 1048576] [--res 32] [--reference-spp 2048]
+    .venv/bin/python benchmarks/brdf.py [--pairs 1048576] [--refmap-res 32] [--reference-spp 2048]
 
 Convergence: each refmap is compared with a high-spp reference of the *same* BSDF (so the
 figures measure variance, not the table's bias; the bias between the two references is printed
@@ -72,7 +72,7 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=1 << 20, help="(wi, wo) pairs per eval timing")
-    parser.add_argument("--res", type=int, default=32, help="refmap resolution")
+    parser.add_argument("--refmap-res", type=int, default=32, help="refmap resolution")
     parser.add_argument("--reference-spp", type=int, default=2048, help="spp of the reference refmaps")
     args = parser.parse_args()
     ensure_variant()
@@ -100,18 +100,20 @@ def main() -> None:
     gold_bsdf = measured_bsdf(gold)
     renderers = {
         "principled": lambda spp, seed: render_refmaps(
-            envmap, MATERIAL[None], res=args.res, spp=spp, seed=seed
+            envmap, MATERIAL[None], res=args.refmap_res, spp=spp, seed=seed
         )[0],
-        "merl": lambda spp, seed: render_refmaps_bsdf(envmap, measured, res=args.res, spp=spp, seed=seed)[0],
+        "merl": lambda spp, seed: render_refmaps_bsdf(
+            envmap, measured, res=args.refmap_res, spp=spp, seed=seed
+        )[0],
         "merl cos-only": lambda spp, seed: render_refmaps_bsdf(
-            envmap, cosine_only, res=args.res, spp=spp, seed=seed
+            envmap, cosine_only, res=args.refmap_res, spp=spp, seed=seed
         )[0],
         "gold-like merl": lambda spp, seed: render_refmaps_bsdf(
-            envmap, gold_bsdf, res=args.res, spp=spp, seed=seed
+            envmap, gold_bsdf, res=args.refmap_res, spp=spp, seed=seed
         )[0],
     }
     print(
-        f"\n== refmap RMSE vs spp ({args.res}², sun envmap, reference {args.reference_spp} spp, "
+        f"\n== refmap RMSE vs spp ({args.refmap_res}², sun envmap, reference {args.reference_spp} spp, "
         "relative to the reference's RMS) =="
     )
     references = {name: render(args.reference_spp, 12345) for name, render in renderers.items()}

@@ -66,7 +66,7 @@ from rendering.variant import resolve_variant
 def workspace_params(base: dict, profile: str, samples: int) -> dict:
     params = {key: base[key] for key in ("profile", "profiles", "render", "drm") if key in base}
     params["profile"] = profile
-    params["envmaps"] = {"n": 6, "seed": 0, "kinds": {"sky": 0.5, "studio": 0.5}, "res": 64}
+    params["envmaps"] = {"n": 6, "seed": 0, "kinds": {"sky": 0.5, "studio": 0.5}, "envmap_height": 64}
     params["envmaps_split"] = {"seed": 0, "proportions": {"train": 1.0, "val": 0.0, "test": 0.0}}
     dataset = dict(base.get("dataset") or {})
     dataset.update(
@@ -140,7 +140,7 @@ def bench_profile(base: dict, profile: str, samples: int, root: Path) -> None:
 
 def profile_envmaps(base: dict, profile: str) -> dict[str, np.ndarray]:
     """Two procedural skies and two studios at the profile's envmap height, by id."""
-    height = int(with_profile(base, profile)["envmaps"]["res"])
+    height = int(with_profile(base, profile)["envmaps"]["envmap_height"])
     return {
         f"{kind}-{seed}": make_envmap(kind, seed, height) for kind in ("sky", "studio") for seed in (1, 2)
     }

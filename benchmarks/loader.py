@@ -6,11 +6,11 @@ against two baselines measured in the same run on the same samples:
 - one file per sample: every sample ``torch.save``d to its own file and read back by a map-style
   DataLoader with the same workers and batch size (the layout shards replace).
 
-Samples are real DRMNet samples (rendered at R = ``--res``), replicated under new keys to reach
+Samples are real DRMNet samples (rendered at R = ``--refmap-res``), replicated under new keys to reach
 ``--samples`` so that rendering does not dominate the run. The page cache is warm for all three
 (each is read once before it is timed): the figures compare software paths, not disks.
 
-Run: ``python benchmarks/loader.py [--res 64 --samples 2048 --workers 2 --batch 32]``.
+Run: ``python benchmarks/loader.py [--refmap-res 64 --samples 2048 --workers 2 --batch 32]``.
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ def timed(fn) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--res", type=int, default=64)
+    parser.add_argument("--refmap-res", type=int, default=64)
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--distinct", type=int, default=32, help="samples actually rendered")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
 
-    rendered = render_samples(args.res, args.distinct)
+    rendered = render_samples(args.refmap_res, args.distinct)
     with tempfile.TemporaryDirectory(prefix="drmnet-loader-") as tmp:
         shards_dir, files_dir = Path(tmp, "shards"), Path(tmp, "files")
         files_dir.mkdir()
@@ -118,7 +118,9 @@ def main() -> None:
     mib = total_bytes / 2**20
     each = total_bytes / args.samples / 1024
     count = len(shard_files)
-    print(f"{args.samples} samples (R={args.res}, {each:.0f} KiB each): {mib:.0f} MiB in {count} shards")
+    print(
+        f"{args.samples} samples (R={args.refmap_res}, {each:.0f} KiB each): {mib:.0f} MiB in {count} shards"
+    )
     print(f"  {args.workers} DataLoader workers, batch {args.batch}")
     print(f"  raw read (cat > /dev/null)   {rate['raw']:10.0f} samples/s  {mib / raw_s:8.0f} MiB/s")
     print(f"  shards -> make_loader        {rate['shards']:10.0f} samples/s  {mib / shard_s:8.0f} MiB/s")

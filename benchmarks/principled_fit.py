@@ -2,7 +2,7 @@
 ones under envmaps the fit never saw, and what a fit costs, for the refmap fit against the
 reflectance fit (the baseline) in the same run.
 
-    .venv/bin/python benchmarks/principled_fit.py [--materials 9] [--res 32] [--spp 256]
+    .venv/bin/python benchmarks/principled_fit.py [--materials 9] [--refmap-res 32] [--spp 256]
 
 For each built-in measured-like material (``rendering.builtin_materials``: analytic models that
 are not the principled BSDF) both fits run; each fitted z is rendered under held-out procedural
@@ -30,7 +30,7 @@ HELD_OUT = (("room", 7), ("sky", 11), ("studio", 13))  # (kind, seed): none of F
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--materials", type=int, default=len(BUILTIN_NAMES), help="built-in materials")
-    parser.add_argument("--res", type=int, default=32, help="refmap resolution of the comparison")
+    parser.add_argument("--refmap-res", type=int, default=32, help="refmap resolution of the comparison")
     parser.add_argument("--spp", type=int, default=256, help="samples per pixel of the comparison")
     parser.add_argument("--envmap-height", type=int, default=64, help="height of the held-out envmaps")
     args = parser.parse_args()
@@ -42,7 +42,7 @@ def main() -> None:
     fit_refmap(tables[names[0]])  # warm-up: kernels, the fit's envmaps
 
     print(
-        f"\n== relative refmap RMSE under held-out envmaps ({', '.join(held_out)}; {args.res}², "
+        f"\n== relative refmap RMSE under held-out envmaps ({', '.join(held_out)}; {args.refmap_res}², "
         f"{args.spp} spp), mean over them; seconds per fit =="
     )
     print(
@@ -57,7 +57,7 @@ def main() -> None:
         z_new = fit_refmap(table, z_old)
         t_new = time.perf_counter() - start  # a refmap fit includes its reflectance start
         errors = np.array(
-            [refmap_error(table, np.stack([z_old, z_new]), envmap, args.res, args.spp, proxy_z=z_old)
+            [refmap_error(table, np.stack([z_old, z_new]), envmap, args.refmap_res, args.spp, proxy_z=z_old)
              for envmap in held_out.values()]
         )  # fmt: skip
         old, new = errors.mean(axis=0)

@@ -120,7 +120,7 @@ def make_envmap_splits(params: dict[str, Any], out_dir: str | os.PathLike, progr
             raise InputError(out_dir, f"holds more than the splits ({listed}): use another --out")
         plan = plan_envmap_splits(params)
         directory = (
-            EnvmapDirectory(sources.user_dir, sources.res, sources.cache_dir, sources.repair)
+            EnvmapDirectory(sources.user_dir, sources.envmap_height, sources.cache_dir, sources.repair)
             if sources.user_dir
             else None
         )
@@ -159,9 +159,13 @@ def _build_splits(plan, sources, directory, staging: Path, reuse: list[Path], pr
         rows = []
         for spec in specs:
             target = split_dir / f"{spec.id}.exr"
-            envmap = _reusable(target, [d / split / target.name for d in reuse], sources.res, read_envmap)
+            envmap = _reusable(
+                target, [d / split / target.name for d in reuse], sources.envmap_height, read_envmap
+            )
             if envmap is None:
-                envmap = produce_envmap(spec, sources.res, directory, sources.room_spp, sources.repair)
+                envmap = produce_envmap(
+                    spec, sources.envmap_height, directory, sources.room_spp, sources.repair
+                )
                 write_exr(target, envmap)
             rows.append({**envmap_stats(envmap, spec), "split": split, "sha256": file_sha256(target)})
             done += 1

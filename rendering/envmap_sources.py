@@ -56,7 +56,7 @@ class EnvmapParams:
     kinds: dict[ProceduralKind, float] = field(
         default_factory=lambda: {"sky": 0.4, "studio": 0.3, "room": 0.3}, metadata={"ge": 0}
     )
-    res: int = field(default=256, metadata={"ge": 2})  # working height H (maps are H × 2H)
+    envmap_height: int = field(default=256, metadata={"ge": 2})  # working height H (maps are H × 2H)
     user_dir: str | None = None  # directory of users' .exr/.hdr files, added to the procedural ones
     real: bool = False  # add the 18 built-in real maps (rendering.real_envmaps), in their fixed splits
     real_cache_dir: str = "data/real_envmaps"  # where the npm package and its decoded maps are kept

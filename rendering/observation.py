@@ -238,7 +238,7 @@ def image_to_refmap(
         raise InputError(
             mask_src,
             f"covers only {int(observed.sum())} of the {res * res} refmap bins (need ≥ {needed}); "
-            "the object is too small in the image for this refmap resolution (lower --res)",
+            "the object is too small in the image for this refmap resolution (lower --refmap-res)",
         )
     return refmap.reshape(3, res, res), observed.reshape(res, res)
 

@@ -90,18 +90,30 @@ RENDER_REFMAP = ["render-refmap", "env.exr", "--material", MIRROR]
 OBSERVATION = ["image.exr", "normals.npy", "mask.png"]
 NUMERIC = [
     ([*RELIGHT, "--out", "r.exr", "--spp", -1], "--spp: must be ≥ 1, got -1"),
-    ([*RELIGHT, "--out", "r.exr", "--res", 0], "--res: must be ≥ 8, got 0"),
+    ([*RELIGHT, "--out", "r.exr", "--object-res", 0], "--object-res: must be ≥ 8, got 0"),
     ([*RELIGHT, "--out", "r.exr", "--seed", -1], "--seed: must be ≥ 0, got -1"),
     ([*RENDER_REFMAP, "--out", "m.exr", "--spp", 0], "--spp: must be ≥ 1, got 0"),
-    ([*RENDER_REFMAP, "--out", "m.exr", "--res", 100000], "--res: must be ≤ 2048, got 100000"),
-    (["mirror-to-envmap", "mirror.exr", "--out", "e.exr", "--height", 0], "--height: must be ≥ 2, got 0"),
-    (["mirror-to-envmap", "mirror.exr", "--out", "e.exr", "--height", 10**6], "--height: must be ≤ 4096"),
+    ([*RENDER_REFMAP, "--out", "m.exr", "--refmap-res", 100000], "--refmap-res: must be ≤ 2048, got 100000"),
+    (
+        ["mirror-to-envmap", "mirror.exr", "--out", "e.exr", "--envmap-height", 0],
+        "--envmap-height: must be ≥ 2, got 0",
+    ),
+    (
+        ["mirror-to-envmap", "mirror.exr", "--out", "e.exr", "--envmap-height", 10**6],
+        "--envmap-height: must be ≤ 4096",
+    ),
     ([*RENDER_OBJECT, "--out", "o", "--spp", 0], "--spp: must be ≥ 1, got 0"),
-    ([*RENDER_OBJECT, "--out", "o", "--res", 100000], "--res: must be ≤ 4096, got 100000"),
-    (["image-to-refmap", *OBSERVATION, "--out", "obs", "--res", 100000], "--res: must be ≤ 2048, got 100000"),
-    (["make-envmaps", "--out", "envmaps", "--n", 1, "--res", 1], "--res: must be ≥ 4, got 1"),
+    ([*RENDER_OBJECT, "--out", "o", "--object-res", 100000], "--object-res: must be ≤ 4096, got 100000"),
+    (
+        ["image-to-refmap", *OBSERVATION, "--out", "obs", "--refmap-res", 100000],
+        "--refmap-res: must be ≤ 2048, got 100000",
+    ),
+    (
+        ["make-envmaps", "--out", "envmaps", "--n", 1, "--envmap-height", 1],
+        "--envmap-height: must be ≥ 4, got 1",
+    ),
     (["make-envmaps", "--out", "envmaps", "--n", 1, "--room-spp", 0], "--room-spp: must be ≥ 1, got 0"),
-    (["estimate", *OBSERVATION, "--out", "est", "--res", 0], "--res: must be ≥ 2, got 0"),
+    (["estimate", *OBSERVATION, "--out", "est", "--envmap-height", 0], "--envmap-height: must be ≥ 2, got 0"),
     (["estimate", *OBSERVATION, "--out", "est", "--samples", 0], "--samples: must be ≥ 1, got 0"),
     (
         ["render-dataset", "--dataset", "drmnet", "--split", "train", "--params", PARAMS, "--workers", 0],
@@ -113,8 +125,8 @@ NUMERIC = [
 
 @pytest.mark.parametrize(("args", "message"), NUMERIC, ids=[" ".join(map(str, a[-2:])) for a, _ in NUMERIC])
 def test_numeric_options_out_of_range_are_refused(root, args, message, monkeypatch, capsys):
-    """`relight --spp -1` used to write zeros, `mirror-to-envmap --height 0` to use the default,
-    `image-to-refmap --res 100000` to try to allocate 112 GiB."""
+    """`relight --spp -1` used to write zeros, `mirror-to-envmap --envmap-height 0` to use the default,
+    `image-to-refmap --refmap-res 100000` to try to allocate 112 GiB."""
     extra = models(root) if args[0] == "estimate" else []
     assert message in refused([*args, *extra], root, monkeypatch, capsys)
 
@@ -122,10 +134,10 @@ def test_numeric_options_out_of_range_are_refused(root, args, message, monkeypat
 # --- output paths -----------------------------------------------------------------------------
 
 OUT_IS_A_FILE = [
-    ["image-to-refmap", *OBSERVATION, "--res", 16],
-    [*RENDER_OBJECT, "--res", 16, "--spp", 1],
+    ["image-to-refmap", *OBSERVATION, "--refmap-res", 16],
+    [*RENDER_OBJECT, "--object-res", 16, "--spp", 1],
     ["estimate", *OBSERVATION],
-    ["make-envmaps", "--n", 1, "--res", 8],
+    ["make-envmaps", "--n", 1, "--envmap-height", 8],
     ["report", "--eval", "eval"],
     ["export-model", "models/drmnet"],
     ["evaluate", "--no-flow"],
@@ -143,7 +155,7 @@ def test_an_output_directory_that_is_a_file_is_refused(root, args, monkeypatch, 
 
 def test_an_output_file_that_is_a_directory_or_below_a_file_is_refused(root, monkeypatch, capsys):
     (root / "out.exr").mkdir(exist_ok=True)
-    line = refused([*RELIGHT, "--res", 16, "--out", "out.exr"], root, monkeypatch, capsys)
+    line = refused([*RELIGHT, "--object-res", 16, "--out", "out.exr"], root, monkeypatch, capsys)
     assert line == "error: out.exr: --out must be a file, but this is an existing directory"
     line = refused(["mirror-to-envmap", "mirror.exr", "--out", "a_file/env.exr"], root, monkeypatch, capsys)
     assert "a_file/env.exr: --out cannot be written:" in line and "a_file is a file, not a directory" in line
@@ -188,7 +200,7 @@ def test_an_image_renamed_exr_is_refused_by_every_command_that_reads_hdr(renamed
     rest = [root / "normals.npy", root / "mask.png"]
     commands = [
         (png, "PNG", ["estimate", png, *rest, "--out", "est", *models(root)]),
-        (jpeg, "JPEG", ["image-to-refmap", jpeg, *rest, "--out", "obs", "--res", 16]),
+        (jpeg, "JPEG", ["image-to-refmap", jpeg, *rest, "--out", "obs", "--refmap-res", 16]),
         (png, "PNG", ["mirror-to-envmap", png, "--out", "env_out.exr"]),
         (jpeg_hdr, "JPEG", ["relight", "--envmap", jpeg_hdr, *RELIGHT[3:], "--out", "r.exr"]),
     ]
@@ -257,7 +269,7 @@ def test_an_observation_without_light_is_refused(root, monkeypatch, capsys):
         assert line.startswith(f"error: {root / name}: has no light to estimate from: ")
         assert "observed refmap bins are lit (need ≥ 4)" in line
         # image-to-refmap used to write the black refmap, the input of an invented estimate
-        args = ["image-to-refmap", *observation(root, name), "--out", "obs", "--res", 16]
+        args = ["image-to-refmap", *observation(root, name), "--out", "obs", "--refmap-res", 16]
         line = refused(args, root, monkeypatch, capsys)
         assert line.startswith(f"error: {root / name}: has no light to estimate from: ")
     assert black.exists()

@@ -43,7 +43,7 @@ def tiny_params(spp: int = 8, **dataset) -> dict:
     return {
         "profile": "tiny",
         "profiles": {"tiny": {"refmap_res": 16, "spp": spp}},
-        "envmaps": {"n": 6, "seed": 3, "kinds": {"sky": 0.5, "studio": 0.5}, "res": 16},
+        "envmaps": {"n": 6, "seed": 3, "kinds": {"sky": 0.5, "studio": 0.5}, "envmap_height": 16},
         "envmaps_split": {"seed": 0, "proportions": {"train": 0.5, "val": 0.25, "test": 0.25}},
         "dataset": {
             "seed": 0,

@@ -102,7 +102,13 @@ def _tiny_workspace(root: Path) -> Path:
     """A workspace with the repository's params.yaml shrunk to a few samples."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "tiny"
-    params["envmaps"] = {**params.get("envmaps", {}), "n": 3, "res": 16, "kinds": {"sky": 1.0}, "real": False}
+    params["envmaps"] = {
+        **params.get("envmaps", {}),
+        "n": 3,
+        "envmap_height": 16,
+        "kinds": {"sky": 1.0},
+        "real": False,
+    }
     params["profiles"]["tiny"].pop("dataset", None)  # the sample counts below, not the profile's
     params["envmaps_split"] = {"seed": 0, "proportions": {"train": 0.34, "val": 0.33, "test": 0.33}}
     params["dataset"] = {

@@ -224,7 +224,7 @@ def test_every_bad_user_file_is_named_in_one_error_before_anything_is_written(tm
         "envmaps": {
             "n": 2,
             "kinds": {"sky": 1.0},
-            "res": 8,
+            "envmap_height": 8,
             "user_dir": str(folder),
             "cache_dir": str(tmp_path / "c"),
         },
@@ -278,7 +278,7 @@ def test_a_damaged_cache_entry_is_made_again_with_a_warning(tmp_path, rng, monke
 
     folder = _user_dir(tmp_path, rng)
     monkeypatch.chdir(tmp_path)
-    make = ["make-envmaps", "--n", "0", "--from-dir", folder, "--cache-dir", "cache", "--res", "4"]
+    make = ["make-envmaps", "--n", "0", "--from-dir", folder, "--cache-dir", "cache", "--envmap-height", "4"]
     code, output = run_cli([*make, "--out", "first"], monkeypatch, capsys)
     assert code == 0, output
     entries = sorted((tmp_path / "cache").glob("*.npy"))
@@ -337,7 +337,8 @@ def test_make_envmaps_command(tmp_path):
 
     runner = CliRunner()
     result = runner.invoke(
-        app, ["make-envmaps", "--n", "2", "--kinds", "sky,studio", "--res", "8", "--out", str(tmp_path)]
+        app,
+        ["make-envmaps", "--n", "2", "--kinds", "sky,studio", "--envmap-height", "8", "--out", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
     assert len(list(tmp_path.glob("*.exr"))) == 2 and (tmp_path / "envmaps.parquet").exists()
@@ -371,7 +372,19 @@ def test_room_envmaps_are_the_same_bytes_in_two_fresh_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     made = []
     for run in ("first", "second"):
-        args = ["make-envmaps", "--n", "4", "--kinds", "room", "--res", "4", "--room-spp", "2", "--out", run]
+        args = [
+            "make-envmaps",
+            "--n",
+            "4",
+            "--kinds",
+            "room",
+            "--envmap-height",
+            "4",
+            "--room-spp",
+            "2",
+            "--out",
+            run,
+        ]
         command = [sys.executable, "-c", "from pipeline.cli import main; main()", *args]
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr

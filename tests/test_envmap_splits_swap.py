@@ -21,7 +21,12 @@ def user_params(users: Path) -> dict:
     return {
         "profile": "tiny",
         "profiles": {"tiny": {"refmap_res": 16}},
-        "envmaps": {"n": 0, "res": 8, "user_dir": str(users), "cache_dir": str(users.parent / "cache")},
+        "envmaps": {
+            "n": 0,
+            "envmap_height": 8,
+            "user_dir": str(users),
+            "cache_dir": str(users.parent / "cache"),
+        },
         "envmaps_split": {"seed": 0, "proportions": {"train": 0.5, "val": 0.25, "test": 0.25}},
     }
 
@@ -74,7 +79,7 @@ def test_a_run_that_dies_midway_leaves_the_previous_splits_and_the_next_run_comp
 
     # A changed plan (another seed moves maps between splits); the run dies at its fifth map.
     params["envmaps_split"]["seed"] = 1
-    params["envmaps"]["res"] = 4
+    params["envmaps"]["envmap_height"] = 4
     produced, produce = [], sources.produce_envmap
 
     def dies_at_the_fifth(*args, **kwargs):

@@ -36,7 +36,16 @@ def test_estimate_writes_every_sample_and_their_mean_and_spread(workspace, monke
     out = workspace["root"] / "out"
     obj_dir = workspace["object"]
     args = ["estimate", obj_dir / "image.exr", obj_dir / "normals.npy", obj_dir / "mask.png", "--out", out]
-    args += ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"], "--samples", 3, "--res", 8]
+    args += [
+        "--model",
+        workspace["drmnet"],
+        "--obsnet",
+        workspace["obsnet"],
+        "--samples",
+        3,
+        "--envmap-height",
+        8,
+    ]
     code, output = run_cli(args, monkeypatch, capsys)
     assert code == 0, output
 
@@ -182,7 +191,16 @@ def test_a_capture_like_object_is_estimated_with_one_warning(workspace, monkeypa
     np.save(directory / "normal.npy", case.captured.normals)
     write_png(directory / "mask.png", np.where(case.captured.mask, 255, 0).astype(np.uint8))
     files = [directory / "image.exr", directory / "normal.npy", directory / "mask.png"]
-    models = ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"], "--samples", 1, "--res", 8]
+    models = [
+        "--model",
+        workspace["drmnet"],
+        "--obsnet",
+        workspace["obsnet"],
+        "--samples",
+        1,
+        "--envmap-height",
+        8,
+    ]
     out = workspace["root"] / "capture_out"
 
     code, output = run_cli(["estimate", *files, "--out", out, *models], monkeypatch, capsys)

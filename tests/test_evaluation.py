@@ -148,7 +148,7 @@ def test_relight_renders_an_object_with_a_new_material(tmp_path, monkeypatch, ca
     write_exr(tmp_path / "light.exr", studio_envmap(16))
     args = ["relight", "--envmap", tmp_path / "light.exr", "--shape", "ellipsoid", "--material"]
     args += ["1,0.9,0.6,0.5,0.3,0.5", "--out", tmp_path / "relit.exr", "--preview", tmp_path / "relit.png"]
-    code, output = run_cli([*args, "--res", 24, "--spp", 4], monkeypatch, capsys)
+    code, output = run_cli([*args, "--object-res", 24, "--spp", 4], monkeypatch, capsys)
     assert code == 0, output
     image = read_hdr(tmp_path / "relit.exr")
     assert image.shape == (24, 24, 3) and np.isfinite(image).all() and image.max() > 0

@@ -283,7 +283,7 @@ def _ramp(image: np.ndarray) -> np.ndarray:
 
 def test_a_tiny_object_is_too_small_for_a_large_refmap():
     image, normals, mask = _good_observation(8)
-    with pytest.raises(InputError, match=r"refmap bins .*\(lower --res\)"):
+    with pytest.raises(InputError, match=r"refmap bins .*\(lower --refmap-res\)"):
         image_to_refmap(image, normals, mask, res=128, erode=0)
 
 
@@ -340,14 +340,21 @@ def test_render_object_then_image_to_refmap_commands(tmp_path):
     write_exr(tmp_path / "env.exr", _smooth_envmap(8))
     runner = CliRunner()
     obj_dir, obs_dir = tmp_path / "object", tmp_path / "observation"
-    common = ["--envmap", str(tmp_path / "env.exr"), "--material", "0,0.5,0.5,0.5,0.4,0.5", "--res", "32"]
+    common = [
+        "--envmap",
+        str(tmp_path / "env.exr"),
+        "--material",
+        "0,0.5,0.5,0.5,0.4,0.5",
+        "--object-res",
+        "32",
+    ]
     result = runner.invoke(
         app, ["render-object", *common, "--shape", "blob", "--spp", "2", "--out", str(obj_dir)]
     )
     assert result.exit_code == 0, result.output
     assert {p.name for p in obj_dir.iterdir()} == {"image.exr", "normals.npy", "mask.png", "preview.png"}
     args = [str(obj_dir / "image.exr"), str(obj_dir / "normals.npy"), str(obj_dir / "mask.png")]
-    result = runner.invoke(app, ["image-to-refmap", *args, "--res", "8", "--out", str(obs_dir)])
+    result = runner.invoke(app, ["image-to-refmap", *args, "--refmap-res", "8", "--out", str(obs_dir)])
     assert result.exit_code == 0, result.output
     refmap, observed = files_to_refmap(*args, res=8)
     np.testing.assert_array_equal(read_hdr(obs_dir / "refmap.exr"), refmap.transpose(1, 2, 0))

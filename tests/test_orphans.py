@@ -83,7 +83,7 @@ def test_a_killed_render_dataset_leaves_no_prefect_server(tmp_path):
     params = {  # six one-sample shards, slow enough (512 spp) to be killed while they render
         "profile": "tiny",
         "profiles": {"tiny": {"refmap_res": 16, "spp": 512}},
-        "envmaps": {"n": 4, "seed": 3, "kinds": {"sky": 1.0}, "res": 16},
+        "envmaps": {"n": 4, "seed": 3, "kinds": {"sky": 1.0}, "envmap_height": 16},
         "envmaps_split": {"seed": 0, "proportions": {"train": 0.5, "test": 0.5}},
         "dataset": {"seed": 0, "shard_size": 1, "samples": {"drmnet": {"train": 6}}, "workers": 1},
     }

@@ -26,7 +26,7 @@ def shards(tmp_path_factory) -> Path:
     shard by shard."""
     root = tmp_path_factory.mktemp("reader")
     params = {
-        "envmaps": {"n": 4, "seed": 1, "kinds": {"sky": 0.5, "studio": 0.5}, "res": 16},
+        "envmaps": {"n": 4, "seed": 1, "kinds": {"sky": 0.5, "studio": 0.5}, "envmap_height": 16},
         "envmaps_split": {"proportions": {"train": 0.5, "val": 0.0, "test": 0.5}},
     }
     make_envmap_splits(params, root / "envmaps")

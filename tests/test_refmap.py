@@ -296,8 +296,8 @@ def test_cli_renders_a_mirror_refmap_and_inverts_it(tmp_path, envmap):
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["render-refmap", str(tmp_path / "env.exr"), "--material", "1,1,1,1,0,1", "--res", "16", "--spp", "4",
-         "--out", str(tmp_path / "mirror.exr"), "--preview", str(tmp_path / "mirror.png")],
+        ["render-refmap", str(tmp_path / "env.exr"), "--material", "1,1,1,1,0,1", "--refmap-res", "16",
+         "--spp", "4", "--out", str(tmp_path / "mirror.exr"), "--preview", str(tmp_path / "mirror.png")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     refmap = read_hdr(tmp_path / "mirror.exr")
@@ -308,7 +308,7 @@ def test_cli_renders_a_mirror_refmap_and_inverts_it(tmp_path, envmap):
     result = runner.invoke(
         app,
         ["mirror-to-envmap", str(tmp_path / "mirror.exr"), "--out", str(tmp_path / "back.exr"),
-         "--height", "8", "--mask", str(tmp_path / "mask.png")],
+         "--envmap-height", "8", "--mask", str(tmp_path / "mask.png")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert read_hdr(tmp_path / "back.exr").shape == (8, 16, 3)

@@ -67,7 +67,12 @@ def test_make_envmap_splits_reports_progress_in_plain_lines_when_not_on_a_termin
     params = {
         "profile": "tiny",
         "profiles": {"tiny": {"refmap_res": 16}},
-        "envmaps": {"n": 0, "res": 8, "user_dir": str(tmp_path / "users"), "cache_dir": str(tmp_path / "c")},
+        "envmaps": {
+            "n": 0,
+            "envmap_height": 8,
+            "user_dir": str(tmp_path / "users"),
+            "cache_dir": str(tmp_path / "c"),
+        },
         "envmaps_split": {"seed": 0, "proportions": {"train": 0.5, "val": 0.25, "test": 0.25}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -62,7 +62,7 @@ def make_test_data(root: Path) -> dict:
     params = {
         "profile": "tiny",
         "profiles": {"tiny": {"refmap_res": RES, "spp": 16}},
-        "envmaps": {"n": 5, "seed": 0, "kinds": {"studio": 1.0}, "res": 16},
+        "envmaps": {"n": 5, "seed": 0, "kinds": {"studio": 1.0}, "envmap_height": 16},
         "envmaps_split": {"seed": 0, "proportions": {"train": 0.6, "val": 0.2, "test": 0.2}},
         "dataset": {"samples": {"drmnet": {"test": 2}}, "object_res": 40, "object_spp": 8, "shapes": ["blob"]},  # noqa: E501
         "evaluate": {

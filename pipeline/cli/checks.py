@@ -2,7 +2,7 @@
 
 Numbers: every resolution, height and sample count has a range. The lower bound is what the
 option can mean (a refmap of 1 bin, 0 samples per pixel); the upper bound keeps a typo from
-allocating what no machine has (``--res 100000`` asks for a 10¹⁰-bin refmap, 112 GiB) and is far
+allocating what no machine has (``--refmap-res 100000`` asks for a 10¹⁰-bin refmap, 112 GiB) and is far
 above what the method uses (refmaps of 128², envmaps of 256 × 512, images of 256²).
 
 Output paths: an ``--out`` that must be a directory cannot be an existing file, and no output

@@ -42,7 +42,7 @@ def estimate(
     seed: Annotated[
         int | None, typer.Option(help="Seed of the samples' noise (default: estimate.seed).")
     ] = None,
-    res: Annotated[
+    envmap_height: Annotated[
         int | None,
         typer.Option(help="Height H of the output envmaps, H×2H (default: estimate.envmap_height)."),
     ] = None,
@@ -62,7 +62,7 @@ def estimate(
     from pipeline.estimate import EstimateSettings, estimate_files, write_estimation
     from pipeline.registry import load_estimator
 
-    overrides = {"samples": samples, "seed": seed, "envmap_height": res, "erode": erode}
+    overrides = {"samples": samples, "seed": seed, "envmap_height": envmap_height, "erode": erode}
     settings = dataclasses.replace(  # the file's section (checked there), then the options (checked here)
         EstimateSettings.from_params(optional_section("estimate", params)),
         **{k: v for k, v in overrides.items() if v is not None},
@@ -72,7 +72,7 @@ def estimate(
     if settings.erode < 0:
         raise InputError("--erode", f"must be ≥ 0, got {settings.erode}")
     check_range("--samples", settings.samples, 1, MAX_SAMPLES)
-    check_range("--res", settings.envmap_height, 2, MAX_ENVMAP_HEIGHT)
+    check_range("--envmap-height", settings.envmap_height, 2, MAX_ENVMAP_HEIGHT)
     check_range("--seed", settings.seed, 0, MAX_SEED)
     check_out_dir(out)
     model, obsnet = _model_or_default("drmnet", model), _model_or_default("obsnet", obsnet)

@@ -42,7 +42,7 @@ def render_object_command(
     ] = None,
     shape_seed: Annotated[int, typer.Option(help="Seed of the built-in shape.")] = 0,
     mesh: Annotated[Path | None, typer.Option(help="A mesh file (.obj or .ply) instead of --shape.")] = None,
-    res: Annotated[int, typer.Option(help="Image size in pixels (square).")] = 256,
+    object_res: Annotated[int, typer.Option(help="Object image side, pixels (square).")] = 256,
     spp: Annotated[int, typer.Option(help="Samples per pixel.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
     camera: Annotated[str, typer.Option(help="orthographic or perspective.")] = "orthographic",
@@ -59,7 +59,7 @@ def render_object_command(
     if (shape is None) == (mesh is None):
         raise InputError("render-object", "give exactly one of --shape NAME or --mesh FILE")
     check_out_dir(out)
-    check_range("--res", res, 8, MAX_IMAGE_RES)
+    check_range("--object-res", object_res, 8, MAX_IMAGE_RES)
     check_range("--spp", spp, 1, MAX_SPP)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--shape-seed", shape_seed, 0, MAX_SEED)
@@ -68,12 +68,12 @@ def render_object_command(
     z = parse_material(material)
     geometry = load_mesh(mesh) if mesh is not None else make_shape(shape, shape_seed)
     obj = render_object(
-        read_envmap(envmap), geometry, z, res=res, spp=spp, seed=seed, camera=camera,
+        read_envmap(envmap), geometry, z, res=object_res, spp=spp, seed=seed, camera=camera,
         view_azimuth=math.radians(view_azimuth),
     )  # fmt: skip
     save_object(out, obj)
     write_preview(out / "preview.png", obj.image)
-    print(f"wrote {out}/image.exr, normals.npy, mask.png ({res}×{res}, {spp} spp, {camera})")
+    print(f"wrote {out}/image.exr, normals.npy, mask.png ({object_res}×{object_res}, {spp} spp, {camera})")
 
 
 @app.command("image-to-refmap")
@@ -88,7 +88,7 @@ def image_to_refmap_command(
     out: Annotated[
         Path, typer.Option(help="Output directory: refmap.exr, observed.png, preview.png.")
     ] = Path("observation"),
-    res: Annotated[int, typer.Option(help="Refmap resolution R.")] = 128,
+    refmap_res: Annotated[int, typer.Option(help="Refmap resolution R (the refmap is R×R).")] = 128,
     erode: Annotated[int, typer.Option(help="Erode the mask's edge by this many pixels.")] = 1,
     repair: Annotated[
         bool,
@@ -103,15 +103,15 @@ def image_to_refmap_command(
     from rendering.observation import files_to_refmap
 
     check_out_dir(out)
-    check_range("--res", res, 2, MAX_REFMAP_RES)
+    check_range("--refmap-res", refmap_res, 2, MAX_REFMAP_RES)
     check_range("--erode", erode, 0)
-    refmap, observed = files_to_refmap(image, normals, mask, res=res, erode=erode, repair=repair)
+    refmap, observed = files_to_refmap(image, normals, mask, res=refmap_res, erode=erode, repair=repair)
     check_light(refmap, observed, image)  # a black object tells nothing: refuse, as `estimate` does
     out.mkdir(parents=True, exist_ok=True)
     write_exr(out / "refmap.exr", refmap.transpose(1, 2, 0))
     write_png(out / "observed.png", np.where(observed, 255, 0).astype(np.uint8))
     write_preview(out / "preview.png", refmap.transpose(1, 2, 0))
-    print(f"wrote {out}/refmap.exr ({res}×{res}, {observed.mean():.0%} of the bins observed)")
+    print(f"wrote {out}/refmap.exr ({refmap_res}×{refmap_res}, {observed.mean():.0%} of the bins observed)")
 
 
 @app.command("make-envmaps")
@@ -127,8 +127,8 @@ def make_envmaps_command(
         str | None,
         typer.Option(help="Kinds and proportions, 'sky,room,studio' or 'sky:0.5,room:0.2,studio:0.3'."),
     ] = None,
-    res: Annotated[
-        int | None, typer.Option(help="Envmap height H (maps are H×2H; default: envmaps.res).")
+    envmap_height: Annotated[
+        int | None, typer.Option(help="Envmap height H (maps are H×2H; default: envmaps.envmap_height).")
     ] = None,
     from_dir: Annotated[
         Path | None,
@@ -145,11 +145,11 @@ def make_envmaps_command(
     # No params.yaml here: the built-in defaults; a bad one is an error, not silently ignored.
     defaults = EnvmapParams.from_params(load_params()) if DEFAULT_PARAMS.exists() else EnvmapParams()
     n = defaults.n if n is None else n
-    res = defaults.res if res is None else res
+    envmap_height = defaults.envmap_height if envmap_height is None else envmap_height
     check_out_dir(out)
     check_out_dir(cache_dir, "--cache-dir")
     check_range("--n", n, 0)
-    check_range("--res", res, 4, MAX_ENVMAP_HEIGHT)
+    check_range("--envmap-height", envmap_height, 4, MAX_ENVMAP_HEIGHT)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--room-spp", room_spp, 1, MAX_SPP)
     proportions = parse_kinds(kinds) if kinds is not None else defaults.kinds
@@ -162,10 +162,10 @@ def make_envmaps_command(
         n,
         defaults.seed if seed is None else seed,
         proportions,
-        res,
+        envmap_height,
         from_dir=from_dir if from_dir is not None else defaults.user_dir,
         cache_dir=cache_dir if cache_dir is not None else defaults.cache_dir,
         room_spp=defaults.room_spp if room_spp is None else room_spp,
         progress=progress,
     )
-    print(f"wrote {len(rows)} envmaps ({res}×{2 * res}) to {out}")
+    print(f"wrote {len(rows)} envmaps ({envmap_height}×{2 * envmap_height}) to {out}")

@@ -23,7 +23,7 @@ def relight(
     preview: Annotated[
         Path | None, typer.Option(help="Also write a tonemapped RGBA PNG (alpha = mask).")
     ] = None,
-    res: Annotated[int, typer.Option(help="Image side, pixels.")] = 256,
+    object_res: Annotated[int, typer.Option(help="Object image side, pixels (square).")] = 256,
     spp: Annotated[int, typer.Option(help="Samples per pixel.")] = 64,
     seed: Annotated[int, typer.Option(help="Render seed (and the built-in shape's seed).")] = 0,
     camera: Annotated[str, typer.Option(help="orthographic or perspective.")] = "orthographic",
@@ -37,11 +37,11 @@ def relight(
     check_exr_path(out)
     check_out_file(out)
     check_out_file(preview, "--preview")
-    check_range("--res", res, 8, MAX_IMAGE_RES)
+    check_range("--object-res", object_res, 8, MAX_IMAGE_RES)
     check_range("--spp", spp, 1, MAX_SPP)
     check_range("--seed", seed, 0, MAX_SEED)
     z = parse_material(material)
     light = read_envmap(envmap)
-    obj = render(light, load_shape(mesh, shape, seed), z, res=res, spp=spp, seed=seed, camera=camera)
+    obj = render(light, load_shape(mesh, shape, seed), z, res=object_res, spp=spp, seed=seed, camera=camera)
     for path in write_relit(obj, out, preview):
         print(path)

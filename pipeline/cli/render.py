@@ -36,7 +36,7 @@ def render_refmap(
     material: Annotated[str, typer.Option(help=MATERIAL_HELP)],
     out: Annotated[Path, typer.Option(help="Output refmap, an (R, R, 3) .exr.")],
     view_azimuth: Annotated[float, typer.Option(help="Camera turned about +y, in degrees.")] = 0.0,
-    res: Annotated[int, typer.Option(help="Refmap resolution R.")] = 128,
+    refmap_res: Annotated[int, typer.Option(help="Refmap resolution R (the refmap is R×R).")] = 128,
     spp: Annotated[int, typer.Option(help="Samples per pixel.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the sample pattern.")] = 0,
     preview: Annotated[Path | None, typer.Option(help="Also write a tonemapped .png.")] = None,
@@ -52,27 +52,29 @@ def render_refmap(
         _check_suffix(preview, ".png", "--preview")
     check_out_file(out)
     check_out_file(preview, "--preview")
-    check_range("--res", res, 2, MAX_REFMAP_RES)
+    check_range("--refmap-res", refmap_res, 2, MAX_REFMAP_RES)
     check_range("--spp", spp, 1, MAX_SPP)
     check_range("--seed", seed, 0, MAX_SEED)
     z = parse_material(material)
     if not math.isfinite(view_azimuth):
         raise InputError("--view-azimuth", f"must be a finite angle in degrees, got {view_azimuth}")
     refmap = render_refmaps(
-        read_envmap(envmap), z[None], [math.radians(view_azimuth)], res=res, spp=spp, seed=seed
+        read_envmap(envmap), z[None], [math.radians(view_azimuth)], res=refmap_res, spp=spp, seed=seed
     )[0]
     image = refmap.transpose(1, 2, 0)
     write_exr(out, image)
     if preview is not None:
         write_preview(preview, image)
-    print(f"wrote {out} ({res}×{res}, {spp} spp)")
+    print(f"wrote {out} ({refmap_res}×{refmap_res}, {spp} spp)")
 
 
 @app.command("mirror-to-envmap")
 def mirror_to_envmap_command(
     refmap: Annotated[Path, typer.Argument(help="Mirror refmap, an (R, R, 3) .exr.")],
     out: Annotated[Path, typer.Option(help="Output environment map (.exr, H×2H).")],
-    height: Annotated[int | None, typer.Option(help="Envmap height H (default: R).")] = None,
+    envmap_height: Annotated[
+        int | None, typer.Option(help="Envmap height H (maps are H×2H; default: R).")
+    ] = None,
     preview: Annotated[Path | None, typer.Option(help="Also write a tonemapped .png.")] = None,
     mask: Annotated[Path | None, typer.Option(help="Also write the validity mask as a .png.")] = None,
 ) -> None:
@@ -88,10 +90,10 @@ def mirror_to_envmap_command(
             _check_suffix(path, ".png", option)
         check_out_file(path, option)
     check_out_file(out)
-    check_range("--height", height, 2, MAX_ENVMAP_HEIGHT)
+    check_range("--envmap-height", envmap_height, 2, MAX_ENVMAP_HEIGHT)
     pixels = read_hdr(refmap)
     image = validate_refmap(pixels.transpose(2, 0, 1), refmap)
-    envmap, valid = mirror_to_envmap(image, image.shape[-1] if height is None else height)
+    envmap, valid = mirror_to_envmap(image, image.shape[-1] if envmap_height is None else envmap_height)
     write_exr(out, envmap)
     if preview is not None:
         write_preview(preview, envmap)
