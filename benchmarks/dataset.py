@@ -89,17 +89,17 @@ def bench_profile(base: dict, profile: str, samples: int, root: Path) -> None:
     ids = split_envmap_ids(root / "envmaps", "train")
     envmaps = {i: read_envmap(split_envmap_path(root / "envmaps", "train", i)) for i in ids}
     objects = f"{settings.object_res}px/{settings.object_spp} spp"
-    print(f"[{profile}] refmaps R={settings.res}/{settings.spp} spp, objects {objects}")
+    print(f"[{profile}] refmaps R={settings.refmap_res}/{settings.spp} spp, objects {objects}")
 
     plans = [plan_sample(settings, "drmnet", "train", i, ids) for i in range(samples)]
     warm_up = np.stack([MIRROR] * 4)  # the timed calls' shapes: compile once, outside the timing
-    render_refmaps(envmaps[ids[0]], warm_up, np.zeros(4), settings.res, settings.spp, 0)
+    render_refmaps(envmaps[ids[0]], warm_up, np.zeros(4), settings.refmap_res, settings.spp, 0)
     start = time.perf_counter()
     for plan in plans:
         materials = np.stack([plan.z_obs, plan.z_k, plan.z_next, MIRROR])
         azimuths = np.full(4, plan.view_azimuth)
         render_refmaps(
-            envmaps[plan.envmap_id], materials, azimuths, settings.res, settings.spp, plan.render_seed
+            envmaps[plan.envmap_id], materials, azimuths, settings.refmap_res, settings.spp, plan.render_seed
         )
     bare = time.perf_counter() - start
     print(f"  renderer alone (4 refmaps/sample)   {rate(samples, bare)}")
@@ -159,7 +159,8 @@ def bench_blocks(base: dict, profile: str, samples: int, blocks: list[int], repe
             for first in range(0, samples, block):
                 make_samples(plans[first : first + block], envmap, settings)
             rates[block].append(samples / (time.perf_counter() - start))
-    print(f"\n[{profile}] make_samples, drmnet, R={settings.res}/{settings.spp} spp, {samples} samples")
+    refmap_res, spp = settings.refmap_res, settings.spp
+    print(f"\n[{profile}] make_samples, drmnet, R={refmap_res}/{spp} spp, {samples} samples")
     print(f"median of {repeats} interleaved repeats\n")
     print("| samples per call | samples/s | × one per call (same repeat) |")
     print("|---|---|---|")
@@ -243,13 +244,13 @@ def bench_noise(
             seeds = np.concatenate(
                 [[p.render_seed] * 3 + [other_seed(p.render_seed, 1_000_003)] for p in group]
             )
-            out = render_refmaps(envmap, materials, azimuths, settings.res, spp, seeds)
+            out = render_refmaps(envmap, materials, azimuths, settings.refmap_res, spp, seeds)
             for i, plan in enumerate(group):
                 for j, name in enumerate(("obs", "k", "next", "next_ind")):
                     rendered[plan.index][f"{name}@{spp}"] = out[4 * i + j]
         seeds = np.concatenate([[other_seed(p.render_seed, 2_000_003)] * 2 for p in group])
         materials = np.concatenate([[p.z_k, p.z_next] for p in group])
-        out = render_refmaps(envmap, materials, azimuths[::2], settings.res, reference_spp, seeds)
+        out = render_refmaps(envmap, materials, azimuths[::2], settings.refmap_res, reference_spp, seeds)
         for i, plan in enumerate(group):
             rendered[plan.index].update(ref_k=out[2 * i], ref_next=out[2 * i + 1])
     for index, sample in samples.items():  # make_samples is the same render as refmaps @ spp
@@ -308,7 +309,8 @@ def bench_noise(
         return max(figures[name])
 
     ks = sorted(plan.k for plan in plans)
-    print(f"\n[{profile}] Monte Carlo noise, {count} drmnet samples (k {ks[0]}…{ks[-1]}), R={settings.res},")
+    refmap_res = settings.refmap_res
+    print(f"\n[{profile}] Monte Carlo noise, {count} drmnet samples (k {ks[0]}…{ks[-1]}), R={refmap_res},")
     print(f"against a {reference_spp}-spp reference; 2 skies + 2 studios; medians over samples")
     print(f"step RMS size: {med('lin step size'):.3f} of L_k's RMS (linear); {med('T step size'):.4f} in T\n")
     print("| spp | L_k noise (rel.) | step noise / step, CRN (worst) | independent seeds | share CRN > 0.5 |")
@@ -349,7 +351,7 @@ def bench_noise(
     if above:
         at = ", ".join(f"{p.k}/{p.K}" for p in sorted(above, key=lambda p: p.k))
         print(f"\nfloat16 step error > Monte Carlo step noise (linear) at k/K = {at}")
-    print(f"\nbytes per drmnet sample ({settings.res}²), .npy + JSON members / as tar members:")
+    print(f"\nbytes per drmnet sample ({settings.refmap_res}²), .npy + JSON members / as tar members:")
     for kind in ("float32", "float16"):
         print(f"  {kind}: {sizes[kind] / 1000:.1f} kB / {sizes[kind + ' tar'] / 1000:.1f} kB")
     print(

@@ -33,7 +33,7 @@ SHARD_SIZE = 64
 
 
 def render_samples(res: int, count: int) -> list[dict]:
-    settings = DatasetSettings(res=res, spp=16)
+    settings = DatasetSettings(refmap_res=res, spp=16)
     envmap = make_envmap("sky", 1, 64)
     return [
         make_sample(plan_sample(settings, "drmnet", "train", i, ["sky"]), envmap, settings)

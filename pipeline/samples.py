@@ -87,7 +87,7 @@ class DatasetSettings:
     sample's content depends on (the runner settings are not here: they never change bytes)."""
 
     seed: int = 0  # every per-sample seed derives from this
-    res: int = 32  # refmap resolution R (from the profile)
+    refmap_res: int = 32  # refmap resolution R (from the profile)
     spp: int = 64  # samples per pixel (from the profile)
     shard_size: int = 64  # samples per shard
     samples: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset → split → count
@@ -113,7 +113,9 @@ class DatasetSettings:
     def fingerprint(self) -> dict[str, Any]:
         """Plain data identifying the content (stored in shard records); with user meshes, their
         content hashes too (an edited mesh file changes the samples, not the params)."""
-        data = asdict(self)
+        # refmap_res is stored as ``res``, its name when the first shards were written: the
+        # records of existing shards stay valid.
+        data = {("res" if key == "refmap_res" else key): value for key, value in asdict(self).items()}
         if any(self.mesh_dirs.values()):
             data["meshes"] = {
                 split: [[Path(m.name).name, m.sha256] for m in pool if m.sha256]
@@ -137,7 +139,7 @@ def settings_from_params(params: dict[str, Any], profile: str | None = None) -> 
         raise InputError("params.yaml", f"profiles.{chosen['name']} lacks {missing}")
     return DatasetSettings(
         seed=written.seed,
-        res=int(chosen["refmap_res"] if written.refmap_res is None else written.refmap_res),
+        refmap_res=int(chosen["refmap_res"] if written.refmap_res is None else written.refmap_res),
         spp=int(chosen["spp"] if written.spp is None else written.spp),
         shard_size=written.shard_size,
         samples=written.samples,
@@ -490,7 +492,7 @@ def make_samples(
         envmap,
         np.concatenate(stacks),
         np.concatenate(azimuths),
-        settings.res,
+        settings.refmap_res,
         settings.spp,
         np.concatenate(seeds),
     )
@@ -525,7 +527,7 @@ def _finish_sample(
         bsdf = measured_bsdf(measured_brdfs(settings)[plan.material_source], proxy_z=plan.z_obs)
         # Same sampling code and seed as the principled refmaps: common random numbers again.
         refmaps[0] = render_refmaps_bsdf(
-            envmap, bsdf, np.array([plan.view_azimuth]), settings.res, settings.spp, plan.render_seed
+            envmap, bsdf, np.array([plan.view_azimuth]), settings.refmap_res, settings.spp, plan.render_seed
         )[0]
     gain = np.asarray(plan.gain, dtype=np.float32)
     refmaps *= gain[None, :, None, None]
@@ -564,7 +566,7 @@ def _object_observation(
         view_azimuth=plan.view_azimuth,
     )
     mask = np.asarray(rendered.mask, dtype=bool)
-    observed, observed_bins = image_to_refmap(rendered.image, rendered.normals, mask, settings.res)
+    observed, observed_bins = image_to_refmap(rendered.image, rendered.normals, mask, settings.refmap_res)
     out = {
         "observed": observed,
         "observed_mask": observed_bins[None].astype(np.float32),

@@ -25,7 +25,7 @@ AUGMENT = {"flip": 0.5, "tilt_deg": 10, "exposure_stops": 1, "tint": 0.1}
 
 def settings(**changes) -> DatasetSettings:
     base = DatasetSettings(
-        res=8,
+        refmap_res=8,
         spp=8,
         samples={"drmnet": {"train": 64}},
         envmap_block=4,

@@ -31,7 +31,7 @@ def shards(tmp_path_factory) -> Path:
     }
     make_envmap_splits(params, root / "envmaps")
     settings = DatasetSettings(
-        res=RES,
+        refmap_res=RES,
         spp=4,
         shard_size=2,
         samples={"drmnet": {"train": 8}, "obsnet": {"test": 2}},

@@ -25,7 +25,7 @@ PYRAMID = "v -1 0 -1\nv 1 0 -1\nv 1 0 1\nv -1 0 1\nv 0 3 0\nf 1 2 3 4\nf 1 5 2\n
 
 
 def settings(**fields) -> DatasetSettings:
-    return DatasetSettings(**{"res": 8, "spp": 2, "object_res": 16, "object_spp": 2, **fields})
+    return DatasetSettings(**{"refmap_res": 8, "spp": 2, "object_res": 16, "object_spp": 2, **fields})
 
 
 def identities(pool) -> set[tuple]:

@@ -335,7 +335,7 @@ def _render_split(
         total,
         len(jobs),
         split_dir,
-        settings.res,
+        settings.refmap_res,
         settings.spp,
         variant,
     )
