@@ -112,11 +112,14 @@ def _copy_weights(source: Path, target: Path, dtype: str) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from fileio.atomic import atomic_write
+
     with safe_open(source, framework="pt") as f:
         metadata = f.metadata()
         tensors = {key: f.get_tensor(key) for key in f.keys()}
     cast = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in tensors.items()}
-    save_file(cast, target, metadata=metadata)
+    with atomic_write(target) as tmp:  # safetensors would leave the file at mode 0600
+        save_file(cast, tmp, metadata=metadata)
 
 
 def _weights_samples(path: Path) -> int | None:

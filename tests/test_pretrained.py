@@ -6,6 +6,7 @@ Tiny networks trained for a few steps on synthetic batches: the point is the plu
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -202,6 +203,9 @@ def test_a_float16_export_halves_the_weights_and_loads_as_float32(checkpoints, t
     sizes = [(d / "ema.safetensors").stat().st_size for d in (out, checkpoints["drmnet"])]
     assert sizes[0] < 0.6 * sizes[1], sizes
     assert json.loads((out / "provenance.json").read_text())["dtype"] == "float16"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "ema.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
     _, nets = load_networks(out)
     assert all(p.dtype == torch.float32 for net in nets.values() for p in net.parameters())
 
