@@ -30,14 +30,24 @@ print(resolve_model_dir("models:/drmnet@champion").resolve())
 """
 
 
-def run_in(tree: Path, script: str, *args: str) -> str:
+def start_in(tree: Path, script: str, *args: str) -> subprocess.Popen:
+    """``script`` run by a fresh Python in ``tree`` (its own embedded MLflow store)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=tree, env=env, capture_output=True, text=True, timeout=300
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=tree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
+
+
+def lines_of(process: subprocess.Popen) -> list[str]:
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout.strip().splitlines()
 
 
 def snapshot(tree: Path) -> dict[str, tuple[str, int]]:
@@ -54,19 +64,20 @@ def test_registry_operations_in_a_copied_tree_leave_the_original_unchanged(tmp_p
     original, copy = tmp_path / "original", tmp_path / "copy"
     first, _ = save_tiny_models(original / "models", seed=1)
     second, _ = save_tiny_models(tmp_path / "other", seed=2)
-    assert run_in(original, REGISTER, str(first)) == "1"
+    assert lines_of(start_in(original, REGISTER, str(first)))[-1] == "1"
     before = snapshot(original)
 
     subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
-    # The copy registers a model of its own and makes it champion, then loads its champion.
-    assert run_in(copy, REGISTER, str(second)) == "2"
-    champion = Path(run_in(copy, LOAD_CHAMPION))
+    # The copy registers a model of its own, makes it champion and loads its champion.
+    version, champion = lines_of(start_in(copy, REGISTER + LOAD_CHAMPION, str(second)))[-2:]
 
+    assert version == "2"
     assert snapshot(original) == before
+    champion = Path(champion)
     assert champion.is_relative_to(copy / "mlartifacts")
     weights = (champion / "ema.safetensors").read_bytes()
     assert weights == (second / "ema.safetensors").read_bytes()
     # The original still loads its own champion, from its own artifacts.
-    champion = Path(run_in(original, LOAD_CHAMPION))
-    assert champion.is_relative_to(original / "mlartifacts")
-    assert (champion / "ema.safetensors").read_bytes() == (first / "ema.safetensors").read_bytes()
+    original_champion = Path(lines_of(start_in(original, LOAD_CHAMPION))[-1])
+    assert original_champion.is_relative_to(original / "mlartifacts")
+    assert (original_champion / "ema.safetensors").read_bytes() == (first / "ema.safetensors").read_bytes()

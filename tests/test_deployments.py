@@ -123,15 +123,25 @@ def _tiny_workspace(root: Path) -> Path:
     return root
 
 
-def _prefect_cli(args: list[str], env: dict[str, str]) -> str:
-    """``prefect ARGS`` against the server; it must answer (exit 0). Wide enough that rich's tables
-    print whole names."""
-    command = [str(BIN / "prefect"), *args]
-    result = subprocess.run(
-        command, env={**env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+def _prefect_cli(commands: list[list[str]], env: dict[str, str]) -> list[str]:
+    """``prefect ARGS`` for each of ``commands`` against the server, all at once; each must answer
+    (exit 0). Wide enough that rich's tables print whole names. Their outputs, in order."""
+    processes = [
+        subprocess.Popen(
+            [str(BIN / "prefect"), *args],
+            env={**env, "COLUMNS": "250"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    outputs = []
+    for args, process in zip(commands, processes, strict=True):
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, f"prefect {' '.join(args)} failed:\n{stdout}\n{stderr}"
+        outputs.append(stdout)
+    return outputs
 
 
 def test_served_root_links_the_inputs_and_none_of_the_outputs(tmp_path):
@@ -214,15 +224,13 @@ def test_served_deployments_run_through_a_real_server(prefect_server, tmp_path):
         assert not (workspace / "data/envmaps").exists() and not (workspace / "data/shards").exists()
 
         # The Prefect CLI answers against this server and lists what was deployed and run.
-        deployments = _prefect_cli(["deployment", "ls"], server_env)
+        listings = [["deployment", "ls"], ["flow", "ls"], ["flow-run", "ls"], ["work-pool", "ls"]]
+        deployments, flows, runs, pools = _prefect_cli(listings, server_env)
         assert "make-envmap-splits/default" in deployments and "render-dataset/default" in deployments
-        flows = _prefect_cli(["flow", "ls"], server_env)
         assert "make-envmap-splits" in flows and "render-dataset" in flows
-        runs = _prefect_cli(["flow-run", "ls"], server_env)
         assert "make-envmap-splits" in runs and "render-dataset" in runs
         assert runs.count("COMPLETED") == 2
-        pools = _prefect_cli(["work-pool", "ls"], server_env)  # served deployments need no work pool
-        assert "No work pools found" in pools
+        assert "No work pools found" in pools  # served deployments need no work pool
     finally:
         _stop(serving)
         serve_log.close()

@@ -370,8 +370,8 @@ def test_room_envmaps_are_the_same_bytes_in_two_fresh_processes(tmp_path):
     separate `drmnet make-envmaps` processes: every file it writes (rooms with 1 to 3 lamps)."""
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    made = []
-    for run in ("first", "second"):
+    processes = {}
+    for run in ("first", "second"):  # at once: two fresh processes either way
         args = [
             "make-envmaps",
             "--n",
@@ -386,8 +386,11 @@ def test_room_envmaps_are_the_same_bytes_in_two_fresh_processes(tmp_path):
             run,
         ]
         command = [sys.executable, "-c", "from pipeline.cli import main; main()", *args]
-        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
+        processes[run] = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    made = []
+    for run, process in processes.items():
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
         made.append({path.name: path.read_bytes() for path in sorted((tmp_path / run).iterdir())})
     assert len([name for name in made[0] if name.startswith("room-")]) == 4
     assert made[0] == made[1]
