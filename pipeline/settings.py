@@ -44,7 +44,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from models.config import DiffusionConfig, DRMConfig, UNetConfig
 from pipeline.samples import Augmentation, Split
@@ -349,6 +349,8 @@ class TrainSettings:
     """What ``train_drmnet`` and ``train_obsnet`` share (the training loop's keyword arguments and
     the shard reader's); the loop's defaults apply to keys left out."""
 
+    section: ClassVar[str]  # its section of params.yaml (and key of the profile's overrides)
+
     total_samples: int = setting(40_000, ge=1)  # training length in samples, all ranks together
     batch_size: int = setting(20, ge=1)  # samples per optimisation step, all ranks together
     lr: float = setting(5e-5, gt=0)  # AdamW learning rate after warm-up
@@ -369,12 +371,32 @@ class TrainSettings:
     stop_at_samples: int | None = setting(None, ge=1)  # end this invocation early, checkpointed
     num_workers: int = setting(2, ge=0)  # shard-reader worker processes
     shuffle_buffer: int = setting(1000, ge=0)  # samples in each reader worker's shuffle buffer
+    # The keys as written (the profile's merged in) with their values as read from YAML, an integer
+    # still an integer: what a run's fingerprint and MLflow params record (pipeline/training/stage.py),
+    # so that they, and the checkpoints that hold them, stay those of the untyped settings.
+    as_written: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    @classmethod
+    def from_params(cls: type[T], params: Mapping[str, Any], profile: str | None = None) -> T:
+        """The section with the profile's block of it merged in key by key (``diffusion`` one
+        level deeper), checked."""
+        from pipeline.config import profile_params
+
+        section = dict(params.get(cls.section) or {})
+        overrides = dict(profile_params(dict(params), profile).get(cls.section) or {})
+        if isinstance(overrides.get("diffusion"), dict):
+            overrides["diffusion"] = {**(section.get("diffusion") or {}), **overrides["diffusion"]}
+        written = {**section, **overrides}
+        settings = from_mapping(cls, written, cls.section)
+        object.__setattr__(settings, "as_written", written)  # frozen, and no key of the section
+        return settings
 
 
 @dataclass(frozen=True)
 class DRMNetTrainSettings(TrainSettings):
     """The ``train_drmnet`` section."""
 
+    section: ClassVar[str] = "train_drmnet"
     teacher_forcing: float = setting(0.5, ge=0, le=1)  # fraction of training where IllNet sees the true z_k
 
 
@@ -382,6 +404,7 @@ class DRMNetTrainSettings(TrainSettings):
 class ObsNetTrainSettings(TrainSettings):
     """The ``train_obsnet`` section."""
 
+    section: ClassVar[str] = "train_obsnet"
     lr: float = setting(1e-4, gt=0)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 

@@ -12,6 +12,7 @@ and resumed under torchrun continues exactly as that reference does.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from training_data import blob_envmap, drmnet_trajectories
 from models.drm import drm_training_loss
 from models.weights import build_networks, state_dict_of
 from pipeline.manifest import sample_row, write_manifests
+from pipeline.settings import TrainSettings
 from pipeline.shards import sample_key, shard_name, write_shard
 from pipeline.training.batches import BatchStream
 from pipeline.training.stage import network_config, shard_data, training_settings
@@ -154,7 +156,7 @@ def _torchrun(workdir: Path, split: Path, params: dict, *options: str) -> str:
     return text
 
 
-def _rank_batches(split: Path, settings: dict, steps: int, monkeypatch) -> list[list[dict]]:
+def _rank_batches(split: Path, settings: TrainSettings, steps: int, monkeypatch) -> list[list[dict]]:
     """The batches each rank draws in its first ``steps`` steps, from the stage's own loader with
     the environment torchrun gives that rank (read in this process: ``num_workers=0``, the same
     stream a single reader worker yields)."""
@@ -163,7 +165,7 @@ def _rank_batches(split: Path, settings: dict, steps: int, monkeypatch) -> list[
         with monkeypatch.context() as env:
             env.setenv("WORLD_SIZE", str(RANKS))
             env.setenv("RANK", str(rank))
-            loader = shard_data(split, "drmnet", {**settings, "num_workers": 0})
+            loader = shard_data(split, "drmnet", dataclasses.replace(settings, num_workers=0))
             stream = BatchStream(loader, torch.device("cpu"))
             per_rank.append([next(stream) for _ in range(steps)])
     return per_rank
@@ -176,21 +178,21 @@ class ReferenceTraining:
     def __init__(self, params: dict):
         self.settings = training_settings(params, "drmnet")
         self.network = network_config(params, "drmnet")
-        seed = int(self.settings["seed"])
+        seed = self.settings.seed
         torch.manual_seed(seed)  # the loop's seed: the networks as they are before training
         self.nets = {name: net.train() for name, net in build_networks(self.network).items()}
         self.params = [p for net in self.nets.values() for p in net.parameters()]
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=self.settings["lr"], weight_decay=self.settings["weight_decay"]
+            self.params, lr=self.settings.lr, weight_decay=self.settings.weight_decay
         )
         self.generators = [torch.Generator().manual_seed(seed + 1000 * rank) for rank in range(RANKS)]
         self.samples = 0
 
     def step(self, rank_batches: list[dict]) -> list[list[torch.Tensor]]:
         """One step on one batch per rank; returns each rank's gradients (in parameter order)."""
-        total = self.settings["total_samples"]
-        assert self.settings["warmup_samples"] <= BATCH  # the learning rate is constant from step 1
-        teacher = self.samples < self.settings["teacher_forcing"] * total
+        total = self.settings.total_samples
+        assert self.settings.warmup_samples <= BATCH  # the learning rate is constant from step 1
+        teacher = self.samples < self.settings.teacher_forcing * total
         grads = []
         for batch, generator in zip(rank_batches, self.generators, strict=True):
             self.optimizer.zero_grad(set_to_none=True)
@@ -201,7 +203,7 @@ class ReferenceTraining:
             grads.append([p.grad.clone() for p in self.params])
         for p, *rank_grads in zip(self.params, *grads, strict=True):
             p.grad = sum(rank_grads) / RANKS
-        torch.nn.utils.clip_grad_norm_(self.params, self.settings["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip)
         self.optimizer.step()
         self.samples += BATCH
         return grads

@@ -205,4 +205,6 @@ def test_every_key_of_a_training_section_is_an_option_of_the_training_stage(net)
     from pipeline.training.stage import _loop_kwargs
 
     section = {"drmnet": DRMNetTrainSettings, "obsnet": ObsNetTrainSettings}[net]()
-    _loop_kwargs(net, dataclasses.asdict(section))  # raises InputError for a key the stage does not know
+    kwargs, options = _loop_kwargs(net, section)  # raises TypeError for a field the stage does not know
+    fields = {f.name for f in dataclasses.fields(section) if f.init}
+    assert set(kwargs) | set(options) | {"batch_size", "num_workers", "shuffle_buffer", "diffusion"} >= fields

@@ -11,7 +11,8 @@ its network sizes and how its config is made from params.yaml.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from models.ddpm import Diffusion, obsnet_training_loss
 from models.drm import drm_training_loss
 from models.weights import build_networks
 from pipeline.training.previews import drmnet_preview, obsnet_preview
+
+if TYPE_CHECKING:
+    from pipeline.settings import DRMNetTrainSettings, ObsNetTrainSettings
 
 Batch = dict[str, torch.Tensor]
 Loss = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]  # loss, its parts, logged extras
@@ -54,7 +58,7 @@ class DRMNet:
 
     @staticmethod
     def network_config(
-        profile: dict[str, Any], params: dict[str, Any], settings: dict[str, Any]
+        profile: dict[str, Any], params: dict[str, Any], settings: DRMNetTrainSettings
     ) -> DRMNetConfig:
         """From the profile block, the ``drm`` section and the ``train_drmnet`` settings."""
         return drmnet_config(profile, params.get("drm"))
@@ -98,10 +102,10 @@ class ObsNet:
 
     @staticmethod
     def network_config(
-        profile: dict[str, Any], params: dict[str, Any], settings: dict[str, Any]
+        profile: dict[str, Any], params: dict[str, Any], settings: ObsNetTrainSettings
     ) -> ObsNetConfig:
         """From the profile block and the ``diffusion`` block of the ``train_obsnet`` settings."""
-        return obsnet_config(profile, settings.get("diffusion"))
+        return dataclasses.replace(obsnet_config(profile), diffusion=settings.diffusion)
 
     def networks(self) -> dict[str, nn.Module]:
         return build_networks(self.config)

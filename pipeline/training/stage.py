@@ -9,7 +9,8 @@ Outputs (paths relative to the working directory):
     plots/train_<net>.csv        the loss curve, one row per tick (``dvc plots show``)
 
 Settings: the ``train_<net>`` section, overridden key by key by ``profiles.<profile>.train_<net>``
-(the ``diffusion`` block one level deeper); network sizes from ``profiles.<profile>.<net>``.
+(the ``diffusion`` block one level deeper), as a typed ``pipeline.settings.TrainSettings``;
+network sizes from ``profiles.<profile>.<net>``.
 
 The checkpoint records the run's fingerprint (:func:`run_fingerprint`: network config, settings,
 number of ranks, data version); ``resume`` (True, or ``"auto"`` under ``dvc repro``) continues a
@@ -18,6 +19,7 @@ checkpoint only with the same one, and its MLflow run with it (pipeline/training
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.config import DRMNetConfig, ObsNetConfig
 from pipeline.config import profile_params
+from pipeline.settings import DRMNetTrainSettings, ObsNetTrainSettings, TrainSettings
 from rendering.errors import InputError
 
 if TYPE_CHECKING:  # checkpoint.py and families.py import torch
@@ -58,14 +61,10 @@ def _family(net: str) -> type[Family]:
     return FAMILIES[net]
 
 
-def training_settings(params: dict[str, Any], net: str, profile: str | None = None) -> dict[str, Any]:
-    """``train_<net>`` with the profile's overrides applied."""
+def training_settings(params: dict[str, Any], net: str, profile: str | None = None) -> TrainSettings:
+    """``train_<net>`` with the profile's overrides applied, checked."""
     _check_net(net)
-    section = dict(params.get(f"train_{net}") or {})
-    overrides = dict(profile_params(params, profile).get(f"train_{net}") or {})
-    if isinstance(overrides.get("diffusion"), dict):
-        overrides["diffusion"] = {**(section.get("diffusion") or {}), **overrides["diffusion"]}
-    return {**section, **overrides}
+    return {"drmnet": DRMNetTrainSettings, "obsnet": ObsNetTrainSettings}[net].from_params(params, profile)
 
 
 def network_config(
@@ -77,15 +76,16 @@ def network_config(
     missing = [key for key in ("refmap_res", *family.profile_keys) if key not in chosen]
     if missing:
         raise InputError("params.yaml", f"profiles.{chosen['name']} lacks {missing}")
+    settings = training_settings(params, net, profile)  # an InputError of its own naming the key
     try:
-        return family.network_config(chosen, params, training_settings(params, net, profile))
+        return family.network_config(chosen, params, settings)
     except (KeyError, TypeError, ValueError) as error:
         raise InputError("params.yaml", f"invalid network settings for {net} ({error})") from None
 
 
-def _loop_kwargs(net: str, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _loop_kwargs(net: str, settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The settings that are keyword arguments of the training loop, and those of the family
-    (DRMNet: ``teacher_forcing``); unknown keys are an error."""
+    (DRMNet: ``teacher_forcing``); a setting that is neither is an error."""
     from pipeline.training.loop import training_loop
 
     family_options = set(inspect.signature(_family(net)).parameters) - {"config"}
@@ -103,20 +103,26 @@ def _loop_kwargs(net: str, settings: dict[str, Any]) -> tuple[dict[str, Any], di
         "log",
     }
     allowed = set(inspect.signature(training_loop).parameters) - set_here | family_options
-    kwargs = {k: v for k, v in settings.items() if k not in (*LOADER_OPTIONS, "diffusion")}
+    kwargs = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(settings)
+        if f.init and f.name not in (*LOADER_OPTIONS, "diffusion")
+    }
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise InputError("params.yaml", f"unknown keys in train_{net}: {unknown}; allowed: {sorted(allowed)}")
+        raise TypeError(
+            f"{type(settings).__name__} has fields {unknown} that are no option of the training loop"
+        )
     options = {k: kwargs.pop(k) for k in sorted(family_options & set(kwargs))}
     return kwargs, options
 
 
-def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
+def shard_data(split_dir: Path, net: str, settings: TrainSettings):
     """A loader factory (epoch → batches) over the split's shards for this rank."""
     from pipeline.reader import make_loader
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    batch_size = int(settings.get("batch_size", 20))
+    batch_size = settings.batch_size
     if batch_size % world:
         raise InputError(
             "params.yaml", f"train_{net}.batch_size {batch_size} is not divisible by the {world} ranks"
@@ -129,10 +135,10 @@ def shard_data(split_dir: Path, net: str, settings: dict[str, Any]):
     loader = make_loader(
         split_dir,
         batch_size // world,
-        shuffle_buffer=int(settings.get("shuffle_buffer", 1000)),
-        num_workers=int(settings.get("num_workers", 2)),
+        shuffle_buffer=settings.shuffle_buffer,
+        num_workers=settings.num_workers,
         epoch_samples=epoch_samples,
-        seed=int(settings.get("seed", 0)),
+        seed=settings.seed,
         keys=_family(net).fields,
     )
 
@@ -181,17 +187,17 @@ def run_fingerprint(
     net: str, params: dict[str, Any], profile: str | None = None, split_dir: str | os.PathLike | None = None
 ) -> dict[str, Any]:
     """What a training run of ``net`` is made of, besides its network config (which the loop adds):
-    ``train`` (the resolved ``train_<net>`` settings but those of RUN_CONTROL), ``ranks`` and
-    ``data`` (:func:`data_fingerprint` of the split)."""
+    ``train`` (the resolved ``train_<net>`` settings as written, but those of RUN_CONTROL),
+    ``ranks`` and ``data`` (:func:`data_fingerprint` of the split)."""
     settings = training_settings(params, net, profile)
     split_dir = Path(split_dir) if split_dir is not None else SHARDS / net / "train"
     fingerprint = {
-        "train": {key: value for key, value in settings.items() if key not in RUN_CONTROL},
+        "train": {key: value for key, value in settings.as_written.items() if key not in RUN_CONTROL},
         "ranks": int(os.environ.get("WORLD_SIZE", "1")),
         "data": data_fingerprint(split_dir),
     }
-    if settings.get("init_from") is not None:  # the starting weights' version, not only their path
-        fingerprint["init"] = _weights_fingerprint(Path(settings["init_from"]))
+    if settings.init_from is not None:  # the starting weights' version, not only their path
+        fingerprint["init"] = _weights_fingerprint(Path(settings.init_from))
     return fingerprint
 
 
@@ -255,7 +261,7 @@ def run_training(
 
     logged = {
         "profile": profile_params(params, profile),
-        f"train_{net}": settings,
+        f"train_{net}": settings.as_written,
         "drm": params.get("drm", {}),
         "network": network.to_dict(),
         "data_dir": str(split_dir),
