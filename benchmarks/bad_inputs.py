@@ -187,7 +187,8 @@ def build_fixtures(root: Path) -> None:
     envmap = make_envmap("studio", 3, 16)
     write_exr(root / "env.exr", envmap)
     write_exr(root / "huge.exr", envmap / envmap.max() * 1e36)
-    mirror = render_refmaps(envmap, np.array([[1, 1, 1, 1, 0, 1]], np.float32), [0.0], res=16, spp=2)[0]
+    mirrors = render_refmaps(envmap, np.array([[1, 1, 1, 1, 0, 1]], np.float32), [0.0], refmap_res=16, spp=2)
+    mirror = mirrors[0]
     write_exr(root / "mirror.exr", mirror.transpose(1, 2, 0))
     write_exr(root / "huge_mirror.exr", mirror.transpose(1, 2, 0) / mirror.max() * 1e36)
 

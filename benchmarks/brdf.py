@@ -100,16 +100,16 @@ def main() -> None:
     gold_bsdf = measured_bsdf(gold)
     renderers = {
         "principled": lambda spp, seed: render_refmaps(
-            envmap, MATERIAL[None], res=args.refmap_res, spp=spp, seed=seed
+            envmap, MATERIAL[None], refmap_res=args.refmap_res, spp=spp, seed=seed
         )[0],
         "merl": lambda spp, seed: render_refmaps_bsdf(
-            envmap, measured, res=args.refmap_res, spp=spp, seed=seed
+            envmap, measured, refmap_res=args.refmap_res, spp=spp, seed=seed
         )[0],
         "merl cos-only": lambda spp, seed: render_refmaps_bsdf(
-            envmap, cosine_only, res=args.refmap_res, spp=spp, seed=seed
+            envmap, cosine_only, refmap_res=args.refmap_res, spp=spp, seed=seed
         )[0],
         "gold-like merl": lambda spp, seed: render_refmaps_bsdf(
-            envmap, gold_bsdf, res=args.refmap_res, spp=spp, seed=seed
+            envmap, gold_bsdf, refmap_res=args.refmap_res, spp=spp, seed=seed
         )[0],
     }
     print(

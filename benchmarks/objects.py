@@ -72,7 +72,7 @@ def bench_objects(envmaps: list[np.ndarray]) -> None:
     shape = make_shape("blob", seed=1)
     print(f"object images: blob, path traced (max depth {MAX_DEPTH}), {SPP} spp")
     for res in (256, 512):
-        renderer = ObjectRenderer(shape, res=res)
+        renderer = ObjectRenderer(shape, object_res=res)
         _, first = timed(renderer.render, envmaps[0], MATERIALS[0], spp=SPP)
         _, warm = timed(renderer.render, envmaps[1], MATERIALS[1], spp=SPP, repeat=2)
         stock_object_render(envmaps[0], shape, MATERIALS[0], res, SPP)  # compile its kernels once
@@ -96,7 +96,7 @@ def mean_binning(image: np.ndarray, normals: np.ndarray, mask: np.ndarray, res: 
 
 
 def bench_observation(envmap: np.ndarray) -> None:
-    obj = ObjectRenderer(make_shape("sphere"), res=512).render(envmap, MATERIALS[0], spp=4)
+    obj = ObjectRenderer(make_shape("sphere"), object_res=512).render(envmap, MATERIALS[0], spp=4)
     (_, observed), median_time = timed(image_to_refmap, obj.image, obj.normals, obj.mask, 128, repeat=5)
     _, mean_time = timed(mean_binning, obj.image, obj.normals, obj.mask, 128, repeat=5)
     print(

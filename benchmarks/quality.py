@@ -100,7 +100,7 @@ def evaluate_map(
         envmap,
         np.concatenate([z, np.repeat(MIRROR[None], items, axis=0)]),
         np.concatenate([azimuths, azimuths]),
-        res=res,
+        refmap_res=res,
         spp=spp,
         seed=int(rng.integers(2**31)),
     )

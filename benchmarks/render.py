@@ -107,17 +107,19 @@ def main() -> None:
     interior = normal_grid(RES)[..., 2] >= INTERIOR_COS
 
     # Warm-up: compile the kernels of both paths once, outside the timings.
-    render_refmaps(envmap, materials, res=RES, spp=4)
+    render_refmaps(envmap, materials, refmap_res=RES, spp=4)
     naive_refmaps(envmap, materials[:1], spp=4, seed=0)
 
-    reference, reference_time = timed(render_refmaps, envmap, materials, res=RES, spp=REFERENCE_SPP, seed=99)
+    reference, reference_time = timed(
+        render_refmaps, envmap, materials, refmap_res=RES, spp=REFERENCE_SPP, seed=99
+    )
     print(f"reference: {BATCH} refmaps {RES}², {REFERENCE_SPP} spp in {reference_time:.1f} s")
 
     # Interleaved repeats, best of each: other processes on the machine slow all methods alike.
     times: dict[object, float] = {}
     naive_runs = {}
     for _ in range(2):
-        fast, seconds = timed(render_refmaps, envmap, materials, res=RES, spp=SPP, seed=1)
+        fast, seconds = timed(render_refmaps, envmap, materials, refmap_res=RES, spp=SPP, seed=1)
         times["fast"] = min(times.get("fast", seconds), seconds)
         for spp in NAIVE_SPP:
             image, seconds = timed(naive_refmaps, envmap, materials, spp=spp, seed=1)
@@ -170,16 +172,16 @@ def main() -> None:
 
     print("\nthroughput of render_refmaps alone (one batch of 8, best of 2):")
     for res, spp in ((128, 256), (32, 64)):
-        _, seconds = timed(render_refmaps, envmap, materials, res=res, spp=spp, seed=2, repeats=2)
+        _, seconds = timed(render_refmaps, envmap, materials, refmap_res=res, spp=spp, seed=2, repeats=2)
         print(f"  {res}², {spp} spp: {BATCH / seconds:.1f} refmaps/s")
 
     # Common random numbers: the noise of L(z_k) − L(z_{k−1}) with one seed for both refmaps of a
     # pair versus independent seeds, against a high-spp reference difference.
     pairs = drm_step_pairs(16)
     res, spp = 64, 64
-    reference_pairs = render_refmaps(envmap, pairs, res=res, spp=2048, seed=99)
-    common = render_refmaps(envmap, pairs, res=res, spp=spp, seed=1)
-    other = render_refmaps(envmap, pairs, res=res, spp=spp, seed=2)
+    reference_pairs = render_refmaps(envmap, pairs, refmap_res=res, spp=2048, seed=99)
+    common = render_refmaps(envmap, pairs, refmap_res=res, spp=spp, seed=1)
+    other = render_refmaps(envmap, pairs, refmap_res=res, spp=spp, seed=2)
     truth = reference_pairs[0::2] - reference_pairs[1::2]
     common_error = np.sqrt(((common[0::2] - common[1::2] - truth) ** 2).mean(axis=(1, 2, 3)))
     independent_error = np.sqrt(((common[0::2] - other[1::2] - truth) ** 2).mean(axis=(1, 2, 3)))

@@ -202,7 +202,13 @@ def estimate_image(
     from rendering.observation import image_to_refmap
 
     observed, observed_mask = image_to_refmap(
-        image, normals, mask, res=estimator.resolution, erode=settings.erode, sources=sources, repair=repair
+        image,
+        normals,
+        mask,
+        refmap_res=estimator.resolution,
+        erode=settings.erode,
+        sources=sources,
+        repair=repair,
     )
     check_light(observed, observed_mask, sources[0])
     return estimate_refmap(estimator, observed, observed_mask, settings, progress)
@@ -235,14 +241,17 @@ def estimate_files(
 
 
 def material_sphere(
-    envmap: np.ndarray, z: np.ndarray, res: int = 64, spp: int = 64, seed: int = 0
+    envmap: np.ndarray, z: np.ndarray, sphere_res: int = 64, spp: int = 64, seed: int = 0
 ) -> np.ndarray:
-    """A sphere of material z (6,) under ``envmap``, seen from the camera: (res, res, 3), 0 outside."""
+    """A sphere of material z (6,) under ``envmap``, seen from the camera: (R, R, 3) with
+    R = ``sphere_res``, 0 outside."""
     from rendering.refmap import render_refmaps
     from rendering.spheres import refmap_to_sphere
 
-    refmap = render_refmaps(envmap, np.asarray(z, np.float32)[None], res=res, spp=spp, seed=seed)[0]
-    return refmap_to_sphere(refmap, res)[0]
+    refmap = render_refmaps(
+        envmap, np.asarray(z, np.float32)[None], refmap_res=sphere_res, spp=spp, seed=seed
+    )[0]
+    return refmap_to_sphere(refmap, sphere_res)[0]
 
 
 def refmap_image(refmap: np.ndarray) -> np.ndarray:

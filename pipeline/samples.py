@@ -560,7 +560,7 @@ def _object_observation(
         envmap,
         shape,
         material,
-        res=settings.object_res,
+        object_res=settings.object_res,
         spp=settings.object_spp,
         seed=plan.render_seed,
         view_azimuth=plan.view_azimuth,

@@ -80,18 +80,18 @@ def _image_plane_ray(x, y, camera: str, sqrt):
 
 
 def camera_rays(
-    res: int, camera: str, pixels: np.ndarray | None = None, jitter: np.ndarray | None = None
+    object_res: int, camera: str, pixels: np.ndarray | None = None, jitter: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ray origins and unit directions (N, 3) for flat pixel indices ``pixels`` (N,) of a res×res
-    image (row-major from the top-left; default: every pixel once). ``jitter`` (N, 2) in [0, 1)²
-    places each ray inside its pixel (default: the pixel centre)."""
+    """Ray origins and unit directions (N, 3) for flat pixel indices ``pixels`` (N,) of an image
+    of object_res × object_res pixels (row-major from the top-left; default: every pixel once).
+    ``jitter`` (N, 2) in [0, 1)² places each ray inside its pixel (default: the pixel centre)."""
     if camera not in CAMERAS:
         raise InputError(f"camera {camera!r}", f"unknown camera; choose one of {CAMERAS}")
-    pixels = np.arange(res * res) if pixels is None else pixels
-    rows, cols = np.divmod(pixels, res)
+    pixels = np.arange(object_res * object_res) if pixels is None else pixels
+    rows, cols = np.divmod(pixels, object_res)
     offset = np.full((len(pixels), 2), 0.5) if jitter is None else jitter
-    x = -1.0 + 2.0 * (cols + offset[:, 0]) / res  # −1 left … +1 right
-    y = 1.0 - 2.0 * (rows + offset[:, 1]) / res  # +1 top … −1 bottom
+    x = -1.0 + 2.0 * (cols + offset[:, 0]) / object_res  # −1 left … +1 right
+    y = 1.0 - 2.0 * (rows + offset[:, 1]) / object_res  # +1 top … −1 bottom
     origin, direction = _image_plane_ray(x, y, camera, np.sqrt)
     return np.stack(np.broadcast_arrays(*origin, x), axis=1)[:, :3], np.stack(
         np.broadcast_arrays(*direction, x), axis=1
@@ -123,14 +123,16 @@ class ObjectRenderer:
     """Renders one shape with one camera under many envmaps and materials, reusing the scene.
 
     shape: a Mitsuba mesh or shape dict (:func:`rendering.shapes.make_shape` / ``load_mesh``);
-    res: image side in pixels; camera: ``orthographic`` | ``perspective``; max_depth: path
+    object_res: image side in pixels; camera: ``orthographic`` | ``perspective``; max_depth: path
     vertices (2 = direct light only).
     """
 
-    def __init__(self, shape, res: int = 256, camera: str = "orthographic", max_depth: int = MAX_DEPTH):
+    def __init__(
+        self, shape, object_res: int = 256, camera: str = "orthographic", max_depth: int = MAX_DEPTH
+    ):
         if camera not in CAMERAS:
             raise InputError(f"camera {camera!r}", f"unknown camera; choose one of {CAMERAS}")
-        self.shape, self.res, self.camera, self.max_depth = shape, int(res), camera, max_depth
+        self.shape, self.object_res, self.camera, self.max_depth = shape, int(object_res), camera, max_depth
         self._scene = None
         self._key = None  # (envmap height, material kind / BSDF id) the scene was built for
         self._normals = None
@@ -174,15 +176,15 @@ class ObjectRenderer:
                     {"type": "scene", "object": self._shape_with(mi.load_dict({"type": "diffuse"}))}
                 )
             )
-            si = scene.ray_intersect(_mitsuba_ray(mi, *camera_rays(self.res, self.camera)))
+            si = scene.ray_intersect(_mitsuba_ray(mi, *camera_rays(self.object_res, self.camera)))
             valid = si.is_valid()
             dr.eval(valid, si.sh_frame.n)  # one kernel for both
             hit = valid.numpy().astype(bool)
             normals = columns(si.sh_frame.n).astype(np.float32)
             normals[~hit] = 0.0
             normals[hit] /= np.linalg.norm(normals[hit], axis=1, keepdims=True)
-            self._normals = normals.reshape(self.res, self.res, 3)
-            self._mask = hit.reshape(self.res, self.res)
+            self._normals = normals.reshape(self.object_res, self.object_res, 3)
+            self._mask = hit.reshape(self.object_res, self.object_res)
         return self._normals, self._mask
 
     def render(
@@ -212,7 +214,7 @@ class ObjectRenderer:
                 self._set_principled(material)
             self._params.update()
 
-        n_pixels = self.res * self.res
+        n_pixels = self.object_res * self.object_res
         per_pass = max(1, min(spp, MAX_LANES // n_pixels))
         total = np.zeros((n_pixels, 3), dtype=np.float64)
         done = 0
@@ -224,17 +226,17 @@ class ObjectRenderer:
             )
             # Rays are generated inside the kernel: lane i is sample i % count of pixel i // count.
             pixel = dr.arange(mi.UInt32, n_pixels * count) // count
-            row = pixel // self.res
+            row = pixel // self.object_res
             jitter = sampler.next_2d()
-            x = -1.0 + 2.0 * (mi.Float(pixel - row * self.res) + jitter.x) / self.res
-            y = 1.0 - 2.0 * (mi.Float(row) + jitter.y) / self.res
+            x = -1.0 + 2.0 * (mi.Float(pixel - row * self.object_res) + jitter.x) / self.object_res
+            y = 1.0 - 2.0 * (mi.Float(row) + jitter.y) / self.object_res
             origin, direction = _image_plane_ray(x, y, self.camera, dr.sqrt)
             ray = mi.RayDifferential3f(mi.Ray3f(mi.Point3f(*origin), mi.Vector3f(*direction)))
             radiance, _, _ = self._integrator.sample(self._scene, sampler, ray)
             dr.eval(radiance)  # all three channels in one kernel, before the per-pixel sums
             total += columns(dr.block_sum(radiance, count))
             done += count
-        image = (total / spp).astype(np.float32).reshape(self.res, self.res, 3)
+        image = (total / spp).astype(np.float32).reshape(self.object_res, self.object_res, 3)
         normals, mask = self.geometry()
         return ObjectImage(image=image, normals=normals, mask=mask)
 
@@ -250,7 +252,7 @@ def render_object(
     envmap: np.ndarray,
     shape,
     material,
-    res: int = 256,
+    object_res: int = 256,
     spp: int = 64,
     seed: int = 0,
     camera: str = "orthographic",
@@ -261,7 +263,7 @@ def render_object(
     One-off convenience around :class:`ObjectRenderer`; use the class to render many materials or
     envmaps with one shape (the scene is then built once).
     """
-    return ObjectRenderer(shape, res=res, camera=camera).render(
+    return ObjectRenderer(shape, object_res=object_res, camera=camera).render(
         envmap, material, spp=spp, seed=seed, view_azimuth=view_azimuth
     )
 

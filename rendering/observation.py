@@ -81,14 +81,14 @@ def erode_mask(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
     return mask
 
 
-def normal_to_bin(normals: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+def normal_to_bin(normals: np.ndarray, refmap_res: int) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals (N, 3) in the camera frame → refmap (row, col) indices (N,), each in [0, R)."""
     n = np.asarray(normals, dtype=np.float64)
     el = np.arcsin(np.clip(n[:, 1], -1.0, 1.0))
     az = np.arctan2(n[:, 0], n[:, 2])
-    row = np.floor((np.pi / 2 - el) / np.pi * res).astype(np.int64)
-    col = np.floor((az + np.pi / 2) / np.pi * res).astype(np.int64)
-    return np.clip(row, 0, res - 1), np.clip(col, 0, res - 1)
+    row = np.floor((np.pi / 2 - el) / np.pi * refmap_res).astype(np.int64)
+    col = np.floor((az + np.pi / 2) / np.pi * refmap_res).astype(np.int64)
+    return np.clip(row, 0, refmap_res - 1), np.clip(col, 0, refmap_res - 1)
 
 
 def _segment_medians(bins: np.ndarray, values: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +187,7 @@ def image_to_refmap(
     image: np.ndarray,
     normals: np.ndarray,
     mask: np.ndarray,
-    res: int = 128,
+    refmap_res: int = 128,
     erode: int = DEFAULT_ERODE,
     sources: tuple[object, object, object] = ("image", "normals", "mask"),
     repair: bool = False,
@@ -225,22 +225,23 @@ def image_to_refmap(
             f"no pixel is left after dropping near-zero normals, eroding the mask {erode}× and dropping "
             "normals facing away",
         )
-    row, col = normal_to_bin(normals[keep], res)
-    bins = row * res + col
+    row, col = normal_to_bin(normals[keep], refmap_res)
+    bins = row * refmap_res + col
     values = image[keep].astype(np.float64)
-    refmap = np.zeros((3, res * res), dtype=np.float32)
+    refmap = np.zeros((3, refmap_res * refmap_res), dtype=np.float32)
     for channel in range(3):
-        medians, counts = _segment_medians(bins, values[:, channel], res * res)
+        medians, counts = _segment_medians(bins, values[:, channel], refmap_res * refmap_res)
         refmap[channel] = medians
     observed = counts > 0
-    needed = max(MIN_OBSERVED_BINS, int(np.ceil(MIN_OBSERVED_FRACTION * res * res)))
+    needed = max(MIN_OBSERVED_BINS, int(np.ceil(MIN_OBSERVED_FRACTION * refmap_res * refmap_res)))
     if int(observed.sum()) < needed:
         raise InputError(
             mask_src,
-            f"covers only {int(observed.sum())} of the {res * res} refmap bins (need ≥ {needed}); "
+            f"covers only {int(observed.sum())} of the {refmap_res * refmap_res} refmap bins "
+            f"(need ≥ {needed}); "
             "the object is too small in the image for this refmap resolution (lower --refmap-res)",
         )
-    return refmap.reshape(3, res, res), observed.reshape(res, res)
+    return refmap.reshape(3, refmap_res, refmap_res), observed.reshape(refmap_res, refmap_res)
 
 
 def _srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
@@ -343,7 +344,7 @@ def files_to_refmap(
     image_path: str | os.PathLike,
     normals_path: str | os.PathLike,
     mask_path: str | os.PathLike | None = None,
-    res: int = 128,
+    refmap_res: int = 128,
     erode: int = DEFAULT_ERODE,
     repair: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -351,4 +352,6 @@ def files_to_refmap(
     files."""
     image, normals, mask = load_observation_files(image_path, normals_path, mask_path)
     sources = (image_path, normals_path, mask_path if mask_path is not None else f"{normals_path} (mask)")
-    return image_to_refmap(image, normals, mask, res=res, erode=erode, sources=sources, repair=repair)
+    return image_to_refmap(
+        image, normals, mask, refmap_res=refmap_res, erode=erode, sources=sources, repair=repair
+    )

@@ -250,7 +250,7 @@ class RefmapObjective:
         self.targets, self.scales, self.floors = [], [], []
         for envmap, azimuths in self.lighting:
             target = render_refmaps_bsdf(
-                envmap, bsdf, azimuths, res=FIT_RES, spp=FIT_SPP, seed=FIT_RENDER_SEED
+                envmap, bsdf, azimuths, refmap_res=FIT_RES, spp=FIT_SPP, seed=FIT_RENDER_SEED
             ).reshape(len(azimuths), -1)
             target = target.astype(np.float64)
             self.targets.append(target)
@@ -270,7 +270,7 @@ class RefmapObjective:
             views = len(azimuths)
             refmaps = render_refmaps(
                 envmap, np.repeat(z, views, axis=0), np.tile(azimuths, count),
-                res=FIT_RES, spp=FIT_SPP, seed=FIT_RENDER_SEED,
+                refmap_res=FIT_RES, spp=FIT_SPP, seed=FIT_RENDER_SEED,
             ).reshape(count, views, -1).astype(np.float64)  # fmt: skip
             parts.append(((refmaps - target) / scale).reshape(count, -1))
             parts.append(FIT_LOG_WEIGHT * (np.log(floor + refmaps) - log_target).reshape(count, -1))
@@ -301,7 +301,7 @@ def refmap_error(
     measured: MerlBrdf,
     z: np.ndarray,
     envmap: np.ndarray,
-    res: int = 32,
+    refmap_res: int = 32,
     spp: int = 256,
     seed: int = 1,
     proxy_z: np.ndarray | None = None,
@@ -316,9 +316,9 @@ def refmap_error(
     batch = np.atleast_2d(z)
     proxy_z = fit_reflectance(measured) if proxy_z is None else proxy_z
     target = render_refmaps_bsdf(
-        envmap, measured_bsdf(measured, proxy_z=proxy_z), res=res, spp=spp, seed=seed
+        envmap, measured_bsdf(measured, proxy_z=proxy_z), refmap_res=refmap_res, spp=spp, seed=seed
     )
-    refmaps = render_refmaps(envmap, batch, res=res, spp=spp, seed=seed)
+    refmaps = render_refmaps(envmap, batch, refmap_res=refmap_res, spp=spp, seed=seed)
     error = np.sqrt(np.mean((refmaps - target) ** 2, axis=(1, 2, 3)) / np.mean(target**2))
     return float(error[0]) if z.ndim == 1 else error
 

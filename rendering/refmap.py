@@ -51,10 +51,10 @@ MIRROR_BASIS_SPP = 64  # the mirror's GGX lobe (α = 0.001) makes its white resp
 RIM_COS = 0.2
 
 
-def normal_grid(res: int) -> np.ndarray:
-    """Unit normals of a res×res refmap, (R, R, 3) float32, exactly per DESIGN.md §3.1."""
-    res = _check_res(res)
-    centre = (np.arange(res, dtype=np.float64) + 0.5) * np.pi / res
+def normal_grid(refmap_res: int) -> np.ndarray:
+    """Unit normals of an R×R refmap (R = refmap_res), (R, R, 3) float32, exactly per DESIGN.md §3.1."""
+    refmap_res = _check_res(refmap_res)
+    centre = (np.arange(refmap_res, dtype=np.float64) + 0.5) * np.pi / refmap_res
     el = (np.pi / 2 - centre)[:, None]
     az = (-np.pi / 2 + centre)[None, :]
     normals = np.stack(
@@ -67,7 +67,7 @@ def render_refmaps(
     envmap: np.ndarray,
     materials: np.ndarray,
     view_azimuths: np.ndarray | None = None,
-    res: int = 128,
+    refmap_res: int = 128,
     spp: int = 256,
     seed: int | np.ndarray = 0,
 ) -> np.ndarray:
@@ -86,7 +86,7 @@ def render_refmaps(
     def prepare(lane_map):
         return lanes.select(lane_map), lanes.technique(lane_map)
 
-    return _render(envmap, lanes.bsdf, prepare, view_azimuths, res, spp, seed)
+    return _render(envmap, lanes.bsdf, prepare, view_azimuths, refmap_res, spp, seed)
 
 
 class PrincipledLanes:
@@ -141,7 +141,7 @@ def render_refmaps_bsdf(
     envmap: np.ndarray,
     bsdf,
     view_azimuths: np.ndarray | None = None,
-    res: int = 128,
+    refmap_res: int = 128,
     spp: int = 256,
     seed: int | np.ndarray = 0,
 ) -> np.ndarray:
@@ -158,16 +158,16 @@ def render_refmaps_bsdf(
     def prepare(lane_map):
         return mi.Point2f(0.5, 0.5), BSDFTechnique(mi, dr, bsdf)
 
-    return _render(envmap, bsdf, prepare, view_azimuths, res, spp, seed)
+    return _render(envmap, bsdf, prepare, view_azimuths, refmap_res, spp, seed)
 
 
-def mirror_basis(res: int) -> np.ndarray:
+def mirror_basis(refmap_res: int) -> np.ndarray:
     """The mirror's (z0) refmap under a white (all-ones) environment: float32 (3, R, R).
 
     Its Fresnel/rim response, which :func:`envmap_to_mirror` multiplies in and
     :func:`mirror_to_envmap` divides out. Deterministic, cached per resolution.
     """
-    return _mirror_basis(_check_res(res)).copy()
+    return _mirror_basis(_check_res(refmap_res)).copy()
 
 
 @lru_cache(maxsize=8)
@@ -185,7 +185,7 @@ def _mirror_basis(res: int) -> np.ndarray:
     return _render(white, bsdf, prepare, np.zeros(1), res, MIRROR_BASIS_SPP, 0, use_emitter=False)[0]
 
 
-def envmap_to_mirror(envmap: np.ndarray, res: int) -> np.ndarray:
+def envmap_to_mirror(envmap: np.ndarray, refmap_res: int) -> np.ndarray:
     """The mirror (z0) refmap of an envmap by direct lookup, float32 (3, R, R); no Monte Carlo.
 
     Each pixel reads the envmap in the reflected direction r = 2(n·v)n − v through Mitsuba's own
@@ -195,14 +195,14 @@ def envmap_to_mirror(envmap: np.ndarray, res: int) -> np.ndarray:
     """
     mi, dr = _mitsuba()
     envmap = validate_envmap(envmap)
-    res = _check_res(res)
-    normals = normal_grid(res).reshape(-1, 3).astype(np.float64)
+    refmap_res = _check_res(refmap_res)
+    normals = normal_grid(refmap_res).reshape(-1, 3).astype(np.float64)
     reflected = 2.0 * normals[:, 2:3] * normals - np.array([0.0, 0.0, 1.0])
     emitter = mi.load_dict({"type": "envmap", "bitmap": mi.Bitmap(envmap)})
     hit = dr.zeros(mi.SurfaceInteraction3f, len(reflected))
     hit.wi = mi.Vector3f(-reflected.T.astype(np.float32))
-    radiance = np.array(emitter.eval(hit), dtype=np.float32).reshape(3, res, res)
-    return radiance * mirror_basis(res)
+    radiance = np.array(emitter.eval(hit), dtype=np.float32).reshape(3, refmap_res, refmap_res)
+    return radiance * mirror_basis(refmap_res)
 
 
 def mirror_to_envmap(refmap: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -57,7 +57,8 @@ def root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad_inputs")
     envmap = make_envmap("studio", 3, 16)
     write_exr(root / "env.exr", envmap)
-    mirror = render_refmaps(envmap, np.array([[1, 1, 1, 1, 0, 1]], np.float32), [0.0], res=16, spp=2)[0]
+    mirrors = render_refmaps(envmap, np.array([[1, 1, 1, 1, 0, 1]], np.float32), [0.0], refmap_res=16, spp=2)
+    mirror = mirrors[0]
     write_exr(root / "mirror.exr", mirror.transpose(1, 2, 0))
     i, j = np.mgrid[0:32, 0:32]
     x, y = (j + 0.5) / 16 - 1, 1 - (i + 0.5) / 16  # orthographic view of a unit sphere
@@ -394,8 +395,8 @@ def test_an_inside_out_mesh_is_turned_outward_with_a_warning(tmp_path):
         turned = load_mesh(inside_out)
     envmap = np.ones((8, 16, 3), np.float32)
     grey = np.array([0.0, 0.5, 0.5, 0.5, 0.5, 0.5], np.float32)
-    obj = render_object(envmap, turned, grey, res=24, spp=1)
-    expected = render_object(envmap, load_mesh(outward), grey, res=24, spp=1)
+    obj = render_object(envmap, turned, grey, object_res=24, spp=1)
+    expected = render_object(envmap, load_mesh(outward), grey, object_res=24, spp=1)
     assert obj.mask.any() and (obj.normals[obj.mask][:, 2] > 0).all()
     np.testing.assert_array_equal(obj.normals, expected.normals)
     np.testing.assert_array_equal(obj.image, expected.image)

@@ -358,8 +358,10 @@ def test_room_is_the_same_whatever_ran_before_in_the_process():
     first = {seed: make_room(seed, 2, spp=2) for seed in seeds}
     material = np.full(6, 0.5)
     for repeat in range(3):
-        render_refmaps(make_envmap("sky", repeat, 8), material[None], res=8, spp=4)
-        ObjectRenderer({"type": "sphere"}, res=8).render(make_envmap("studio", repeat, 8), material, spp=4)
+        render_refmaps(make_envmap("sky", repeat, 8), material[None], refmap_res=8, spp=4)
+        ObjectRenderer({"type": "sphere"}, object_res=8).render(
+            make_envmap("studio", repeat, 8), material, spp=4
+        )
         for seed in seeds:
             assert make_room(seed, 2, spp=2).tobytes() == first[seed].tobytes(), (seed, repeat)
 

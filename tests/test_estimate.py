@@ -25,7 +25,7 @@ def workspace(tmp_path_factory, one_torch_thread):
 
     root = tmp_path_factory.mktemp("estimate")
     drmnet, obsnet = save_tiny_models(root / "models")
-    obj = render_object(studio_envmap(), make_shape("blob", 1), MATERIAL, res=40, spp=8, seed=0)
+    obj = render_object(studio_envmap(), make_shape("blob", 1), MATERIAL, object_res=40, spp=8, seed=0)
     save_object(root / "object", obj)
     return {"root": root, "drmnet": drmnet, "obsnet": obsnet, "object": root / "object", "obj": obj}
 
@@ -223,7 +223,7 @@ def test_a_capture_like_object_is_estimated_with_one_warning(workspace, monkeypa
 
     observed = read_hdr(out / "observed.exr").transpose(2, 0, 1)
     clean = case.clean
-    expected, seen = image_to_refmap(clean.image, clean.normals, clean.mask, res=RES, erode=2)
+    expected, seen = image_to_refmap(clean.image, clean.normals, clean.mask, refmap_res=RES, erode=2)
     compared = seen & (observed > 0).all(axis=0) & interior_bins(RES)
     assert compared.sum() >= 0.9 * (seen & interior_bins(RES)).sum()
     relative = np.abs(observed - expected)[:, compared] / expected[:, compared]

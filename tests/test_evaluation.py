@@ -22,7 +22,7 @@ def test_protocol_spheres_under_a_constant_envmap():
     from rendering.spheres import render_spheres, sphere_mask
 
     light = np.full((8, 16, 3), [2.0, 1.0, 0.5], dtype=np.float32)
-    spheres = render_spheres(light, res=24, spp=32, seed=0)
+    spheres = render_spheres(light, sphere_res=24, spp=32, seed=0)
     mask = sphere_mask(24)
     np.testing.assert_allclose(
         spheres["mirror"][mask], np.broadcast_to([2.0, 1.0, 0.5], (mask.sum(), 3)), rtol=1e-4
@@ -39,7 +39,7 @@ def test_mirror_sphere_is_seen_from_the_viewer_side():
 
     directions = pixel_directions(32)
     envmap = np.clip(directions, 0, None).astype(np.float32)  # red = +x, green = +y, blue = +z
-    image = render_sphere(envmap, "mirror", res=33, spp=4)
+    image = render_sphere(envmap, "mirror", sphere_res=33, spp=4)
     assert np.argmax(image[16, 16]) == 2  # centre: +z
     assert np.argmax(image[16, 27]) == 0  # right: +x (reflected about a normal pointing right)
     assert np.argmax(image[5, 16]) == 1  # top: +y

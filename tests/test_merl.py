@@ -222,10 +222,10 @@ def test_measured_table_of_a_principled_material_renders_like_it(plastic):
     """The refmap of the tabulated material matches the principled BSDF's within 2 %
     (tabulation + Monte Carlo error at 128 spp on a 16² refmap)."""
     envmap = studio_envmap()
-    principled = render_refmaps(envmap, PLASTIC[None], res=16, spp=128, seed=3)[0]
-    measured = render_refmaps_bsdf(envmap, measured_bsdf(plastic, proxy_z=PLASTIC), res=16, spp=128, seed=3)[
-        0
-    ]
+    principled = render_refmaps(envmap, PLASTIC[None], refmap_res=16, spp=128, seed=3)[0]
+    measured = render_refmaps_bsdf(
+        envmap, measured_bsdf(plastic, proxy_z=PLASTIC), refmap_res=16, spp=128, seed=3
+    )[0]
     relative = np.sqrt(np.mean((measured - principled) ** 2)) / np.sqrt(np.mean(principled**2))
     assert relative < 0.02, f"relative RMSE {relative:.4f}"
 

@@ -31,7 +31,7 @@ def _light_from(axis: int, height: int = 16) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sphere():
-    return ObjectRenderer(make_shape("sphere"), res=48)
+    return ObjectRenderer(make_shape("sphere"), object_res=48)
 
 
 def test_camera_frame_x_right_y_up_z_toward_the_viewer(sphere):
@@ -70,7 +70,7 @@ def test_reused_scene_matches_a_fresh_render_and_is_deterministic(sphere):
     z_b = np.array([1.0, 0.9, 0.6, 0.3, 0.2, 0.5], np.float32)
     sphere.render(env_a, GREY, spp=4)  # the scene now holds env_a and GREY
     reused = sphere.render(env_b, z_b, spp=8, seed=3).image
-    fresh = ObjectRenderer(make_shape("sphere"), res=48).render(env_b, z_b, spp=8, seed=3).image
+    fresh = ObjectRenderer(make_shape("sphere"), object_res=48).render(env_b, z_b, spp=8, seed=3).image
     np.testing.assert_array_equal(reused, fresh)
     other_seed = sphere.render(env_b, z_b, spp=8, seed=4).image
     assert not np.array_equal(reused, other_seed)
@@ -82,7 +82,7 @@ def test_procedural_shape_renders_are_bit_for_bit_reproducible():
     envmap = _light_from(1) + 0.1
     material = np.array([0.2, 0.7, 0.5, 0.3, 0.4, 0.5], dtype=np.float32)
     renders = [
-        render_object(envmap, make_shape("blob", 3), material, res=48, spp=8, seed=5) for _ in range(3)
+        render_object(envmap, make_shape("blob", 3), material, object_res=48, spp=8, seed=5) for _ in range(3)
     ]
     for other in renders[1:]:
         assert np.array_equal(other.normals, renders[0].normals)
@@ -92,8 +92,8 @@ def test_procedural_shape_renders_are_bit_for_bit_reproducible():
 def test_view_azimuth_turns_the_camera_about_y():
     # Turning the camera by +90° about +y brings the light from +x to the viewer's front.
     shape = make_shape("sphere")
-    front = render_object(_light_from(0), shape, GREY, res=24, spp=4, view_azimuth=np.pi / 2)
-    lit = render_object(_light_from(2), shape, GREY, res=24, spp=4)
+    front = render_object(_light_from(0), shape, GREY, object_res=24, spp=4, view_azimuth=np.pi / 2)
+    lit = render_object(_light_from(2), shape, GREY, object_res=24, spp=4)
     np.testing.assert_allclose(front.image, lit.image, atol=0.05 * lit.image.max())
 
 
@@ -103,9 +103,9 @@ def test_interreflections_light_a_crater():
     crater = radial_shape("crater", lambda d: 1.0 - 0.6 * np.exp((d[:, 2] - 1.0) / 0.12), subdivisions=4)
     env = np.ones((8, 16, 3), np.float32)
     white = [0.0, 0.9, 0.9, 0.9, 1.0, 0.0]
-    full_renderer = ObjectRenderer(crater, res=32)
+    full_renderer = ObjectRenderer(crater, object_res=32)
     full = full_renderer.render(env, white, spp=16).image
-    direct = ObjectRenderer(crater, res=32, max_depth=2).render(env, white, spp=16).image
+    direct = ObjectRenderer(crater, object_res=32, max_depth=2).render(env, white, spp=16).image
     inside = full_renderer.geometry()[1].copy()
     inside[:, :10] = inside[:, 22:] = inside[:10] = inside[22:] = False  # the crater, mid-image
     assert full[inside].mean() > 1.1 * direct[inside].mean()
@@ -113,7 +113,12 @@ def test_interreflections_light_a_crater():
 
 def test_perspective_camera_sees_the_whole_object():
     obj = render_object(
-        np.ones((8, 16, 3), np.float32), make_shape("sphere"), GREY, res=32, spp=2, camera="perspective"
+        np.ones((8, 16, 3), np.float32),
+        make_shape("sphere"),
+        GREY,
+        object_res=32,
+        spp=2,
+        camera="perspective",
     )
     assert obj.mask.any() and not obj.mask[0].any() and not obj.mask[:, 0].any()
     assert np.allclose(np.linalg.norm(obj.normals[obj.mask], axis=-1), 1.0, atol=1e-4)
@@ -143,7 +148,7 @@ def test_obj_meshes_are_normalised_and_bad_files_named(tmp_path):
     np.testing.assert_allclose(vertices.mean(axis=0), 0.0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(vertices, axis=1), 1.0, rtol=1e-6)
     assert len(faces) == 12
-    obj = render_object(np.ones((8, 16, 3), np.float32), load_mesh(cube), GREY, res=24, spp=2)
+    obj = render_object(np.ones((8, 16, 3), np.float32), load_mesh(cube), GREY, object_res=24, spp=2)
     assert obj.mask.mean() > 0.2
 
     (tmp_path / "junk.obj").write_text("this is not a mesh\n")
@@ -182,7 +187,7 @@ def test_a_user_mesh_without_normals_renders_bit_for_bit_reproducibly(tmp_path):
     envmap = _light_from(1) + 0.1
     material = np.array([0.2, 0.7, 0.5, 0.3, 0.4, 0.5], dtype=np.float32)
     first, second = (
-        render_object(envmap, load_mesh(bare), material, res=32, spp=4, seed=1) for _ in range(2)
+        render_object(envmap, load_mesh(bare), material, object_res=32, spp=4, seed=1) for _ in range(2)
     )
     assert first.mask.any()
     assert np.array_equal(first.normals, second.normals)

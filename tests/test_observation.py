@@ -48,14 +48,14 @@ def _design_normals(res: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sphere_renderer():
-    return ObjectRenderer(make_shape("sphere"), res=128)
+    return ObjectRenderer(make_shape("sphere"), object_res=128)
 
 
 def test_mirror_sphere_image_converts_to_the_reflected_environment(sphere_renderer):
     # A mirror ball shows at normal n the environment in the reflected direction 2(n·v)n − v.
     envmap = _smooth_envmap()
     obj = sphere_renderer.render(envmap, [1, 1, 1, 1, 0, 1], spp=16)
-    refmap, observed = image_to_refmap(obj.image, obj.normals, obj.mask, res=32)
+    refmap, observed = image_to_refmap(obj.image, obj.normals, obj.mask, refmap_res=32)
     n = _design_normals(32)
     reflected = 2 * n[..., 2:3] * n - np.array([0.0, 0.0, 1.0])
     expected = _smooth_radiance(reflected).transpose(2, 0, 1)
@@ -71,8 +71,8 @@ def test_sphere_image_matches_the_rendered_refmap(sphere_renderer):
     envmap = _smooth_envmap()
     z = np.array([0.0, 0.7, 0.45, 0.3, 0.45, 0.5], dtype=np.float32)
     obj = sphere_renderer.render(envmap, z, spp=32)
-    refmap, observed = image_to_refmap(obj.image, obj.normals, obj.mask, res=32)
-    expected = render_refmaps(envmap, z[None], res=32, spp=128)[0]
+    refmap, observed = image_to_refmap(obj.image, obj.normals, obj.mask, refmap_res=32)
+    expected = render_refmaps(envmap, z[None], refmap_res=32, spp=128)[0]
     ratio = refmap[:, observed] / expected[:, observed]
     # Unbiased (the two renderers agree on average) and close per bin (Monte Carlo noise of 32 spp).
     np.testing.assert_allclose(ratio.mean(axis=1), 1.0, atol=0.01)
@@ -86,11 +86,11 @@ def test_convex_shapes_give_the_same_refmap_where_both_are_observed(sphere_rende
     z = [0.0, 0.6, 0.6, 0.6, 0.6, 0.3]
     sphere = sphere_renderer.render(envmap, z, spp=32)
     rotation = np.array([[np.cos(0.5), -np.sin(0.5), 0], [np.sin(0.5), np.cos(0.5), 0], [0, 0, 1]])
-    oval = ObjectRenderer(ellipsoid((1.0, 0.55, 0.8), rotation, subdivisions=5), res=128).render(
+    oval = ObjectRenderer(ellipsoid((1.0, 0.55, 0.8), rotation, subdivisions=5), object_res=128).render(
         envmap, z, spp=32
     )
-    a, seen_a = image_to_refmap(sphere.image, sphere.normals, sphere.mask, res=24)
-    b, seen_b = image_to_refmap(oval.image, oval.normals, oval.mask, res=24)
+    a, seen_a = image_to_refmap(sphere.image, sphere.normals, sphere.mask, refmap_res=24)
+    b, seen_b = image_to_refmap(oval.image, oval.normals, oval.mask, refmap_res=24)
     both = seen_a & seen_b
     assert both.sum() > 0.4 * both.size
     ratio = b[:, both] / a[:, both]
@@ -100,14 +100,14 @@ def test_convex_shapes_give_the_same_refmap_where_both_are_observed(sphere_rende
 
 def test_half_a_sphere_observes_exactly_half_the_refmap(sphere_renderer):
     obj = sphere_renderer.render(_smooth_envmap(), [0, 0.5, 0.5, 0.5, 0.5, 0.5], spp=4)
-    _, full = image_to_refmap(obj.image, obj.normals, obj.mask, res=32, erode=0)
+    _, full = image_to_refmap(obj.image, obj.normals, obj.mask, refmap_res=32, erode=0)
     left = obj.mask & (obj.normals[..., 0] < 0)  # the viewer's left half of the ball
-    _, half = image_to_refmap(obj.image, obj.normals, left, res=32, erode=0)
+    _, half = image_to_refmap(obj.image, obj.normals, left, refmap_res=32, erode=0)
     expected = full.copy()
     expected[:, 16:] = False  # azimuth > 0 is the right half of the refmap
     np.testing.assert_array_equal(half, expected)
     # Eroding the cut can only lose bins, never add any.
-    _, eroded = image_to_refmap(obj.image, obj.normals, left, res=32, erode=2)
+    _, eroded = image_to_refmap(obj.image, obj.normals, left, refmap_res=32, erode=2)
     assert not (eroded & ~half).any()
 
 
@@ -117,7 +117,7 @@ def test_normals_facing_away_are_ignored():
     image[:, :10] = 100.0
     away = int((mask[:, :10] & (normals[:, :10, 2] < 0)).sum())
     with pytest.warns(UserWarning, match=f"and {away} facing away from the camera"):
-        refmap, observed = image_to_refmap(image, normals, mask, res=8, erode=0)
+        refmap, observed = image_to_refmap(image, normals, mask, refmap_res=8, erode=0)
     assert observed.any() and refmap.max() == 1.0
 
 
@@ -149,7 +149,7 @@ def test_a_capture_like_object_converts_like_the_clean_one():
     clean, captured = case.clean, case.captured
     sources = ("bunny/image.exr", "bunny/normal.npy", "bunny/mask.png")
     refmap, observed, message = _convert_with_one_warning(
-        captured.image, captured.normals, captured.mask, res=16, sources=sources
+        captured.image, captured.normals, captured.mask, refmap_res=16, sources=sources
     )
     assert message.startswith("bunny/normal.npy: ")
     counts = _rule_counts(message)
@@ -159,7 +159,7 @@ def test_a_capture_like_object_converts_like_the_clean_one():
     assert counts["boundary"] > 0
     assert counts["renormalised"] >= 0.9 * case.short.sum()  # all but those eroded around the holes
 
-    expected, expected_observed = image_to_refmap(clean.image, clean.normals, clean.mask, res=16)
+    expected, expected_observed = image_to_refmap(clean.image, clean.normals, clean.mask, refmap_res=16)
     compared = observed & expected_observed & interior_bins(16)
     assert compared.sum() >= 0.9 * (expected_observed & interior_bins(16)).sum()
     relative = np.abs(refmap - expected)[:, compared] / expected[:, compared]
@@ -170,10 +170,10 @@ def test_a_capture_like_object_converts_like_the_clean_one():
 @pytest.mark.parametrize("length", [1.1, 0.7])
 def test_normals_of_another_length_are_renormalised_with_a_warning(length):
     image, normals, mask = _good_observation()
-    expected, expected_observed = image_to_refmap(image, normals, mask, res=8)
+    expected, expected_observed = image_to_refmap(image, normals, mask, refmap_res=8)
     spoilt = normals.copy()
     spoilt[:16] *= length  # the upper half
-    refmap, observed, message = _convert_with_one_warning(image, spoilt, mask, res=8)
+    refmap, observed, message = _convert_with_one_warning(image, spoilt, mask, refmap_res=8)
     assert _rule_counts(message)["renormalised"] == erode_mask(mask)[:16].sum()
     np.testing.assert_array_equal(refmap, expected)
     np.testing.assert_array_equal(observed, expected_observed)
@@ -184,10 +184,10 @@ def test_near_zero_normals_leave_the_mask():
     normals[:, :12] *= 0.3  # shorter than MIN_NORMAL_LENGTH: not a normal
     assert 0.3 < MIN_NORMAL_LENGTH
     image[:, :12] = 100.0  # what these pixels show must not be binned
-    refmap, observed, message = _convert_with_one_warning(image, normals, mask, res=8, erode=0)
+    refmap, observed, message = _convert_with_one_warning(image, normals, mask, refmap_res=8, erode=0)
     assert _rule_counts(message)["near_zero"] == mask[:, :12].sum()
     assert refmap.max() == 1.0
-    _, without = image_to_refmap(image, normals, mask & (np.arange(32) >= 12), res=8, erode=0)
+    _, without = image_to_refmap(image, normals, mask & (np.arange(32) >= 12), refmap_res=8, erode=0)
     np.testing.assert_array_equal(observed, without)
 
 
@@ -197,34 +197,34 @@ def test_a_mask_left_mostly_invalid_is_refused():
     cut = int(np.percentile(rows, 40))
     normals[:cut] = 0.0  # about 40 % of the mask: repaired with a warning
     with pytest.warns(UserWarning, match="near-zero normal"):
-        image_to_refmap(image, normals, mask, res=8)
+        image_to_refmap(image, normals, mask, refmap_res=8)
     normals[: int(np.percentile(rows, 60))] = 0.0  # about 60 %: not a normal map of this object
     with pytest.raises(InputError, match=r"normals: .* no usable normal .* over 50%"):
-        image_to_refmap(image, normals, mask, res=8)
+        image_to_refmap(image, normals, mask, refmap_res=8)
 
 
 def test_object_image_follows_the_hdr_input_policy():
     image, normals, mask = _good_observation()
-    expected, _ = image_to_refmap(image, normals, mask, res=8)
+    expected, _ = image_to_refmap(image, normals, mask, refmap_res=8)
     # Outside the mask nothing matters: background NaN or negatives are not errors.
     background = image.copy()
     background[~mask] = np.nan
     background[0, 0] = -5.0
-    np.testing.assert_array_equal(image_to_refmap(background, normals, mask, res=8)[0], expected)
+    np.testing.assert_array_equal(image_to_refmap(background, normals, mask, refmap_res=8)[0], expected)
     # Tiny camera-noise negatives inside the mask: clamped, one warning naming the image.
     noisy = image.copy()
     noisy[16, 16] = -1e-5
     with pytest.warns(UserWarning, match=r"photo.exr: clamped 3 negative values"):
-        refmap, _ = image_to_refmap(noisy, normals, mask, res=8, sources=("photo.exr", "n", "m"))
+        refmap, _ = image_to_refmap(noisy, normals, mask, refmap_res=8, sources=("photo.exr", "n", "m"))
     assert refmap.min() >= 0.0
     # NaN inside the mask: refused, unless repair fills it from its neighbours.
     broken = image.copy()
     broken[16, 16] = np.nan
     with pytest.raises(InputError, match="photo.exr: has 3 NaN .*--repair"):
-        image_to_refmap(broken, normals, mask, res=8, sources=("photo.exr", "n", "m"))
+        image_to_refmap(broken, normals, mask, refmap_res=8, sources=("photo.exr", "n", "m"))
     with pytest.warns(UserWarning, match="photo.exr: filled 3 NaN/Inf values"):
         repaired, _ = image_to_refmap(
-            broken, normals, mask, res=8, sources=("photo.exr", "n", "m"), repair=True
+            broken, normals, mask, refmap_res=8, sources=("photo.exr", "n", "m"), repair=True
         )
     np.testing.assert_allclose(repaired, expected, atol=0.05)
 
@@ -232,7 +232,7 @@ def test_object_image_follows_the_hdr_input_policy():
 def test_bin_median_rejects_outliers():
     image, normals, mask = _good_observation()
     image[15:17, 15:17] = 1e4  # a few hot pixels among the many of the central bins
-    refmap, observed = image_to_refmap(image, normals, mask, res=4, erode=0)
+    refmap, observed = image_to_refmap(image, normals, mask, refmap_res=4, erode=0)
     assert observed.all() and refmap.max() == 1.0
 
 
@@ -243,7 +243,7 @@ def test_512_image_converts_to_128_refmap():
     mask = px**2 + py**2 < 1
     normals = np.stack([px, py, np.sqrt(np.maximum(1 - px**2 - py**2, 0))], -1) * mask[..., None]
     image = np.random.default_rng(0).random((size, size, 3)).astype(np.float32)
-    refmap, observed = image_to_refmap(image, normals.astype(np.float32), mask, res=128)
+    refmap, observed = image_to_refmap(image, normals.astype(np.float32), mask, refmap_res=128)
     assert refmap.shape == (3, 128, 128) and refmap.dtype == np.float32
     assert observed.mean() > 0.75
 
@@ -273,7 +273,7 @@ def _good_observation(size: int = 32):
 def test_bad_observations_are_refused_with_the_reason(spoil, message):
     image, normals, mask = spoil(*_good_observation())
     with pytest.raises(InputError, match=message):
-        image_to_refmap(image, normals, mask, res=16)
+        image_to_refmap(image, normals, mask, refmap_res=16)
 
 
 def _ramp(image: np.ndarray) -> np.ndarray:
@@ -284,7 +284,7 @@ def _ramp(image: np.ndarray) -> np.ndarray:
 def test_a_tiny_object_is_too_small_for_a_large_refmap():
     image, normals, mask = _good_observation(8)
     with pytest.raises(InputError, match=r"refmap bins .*\(lower --refmap-res\)"):
-        image_to_refmap(image, normals, mask, res=128, erode=0)
+        image_to_refmap(image, normals, mask, refmap_res=128, erode=0)
 
 
 def test_files_round_trip_and_errors_name_the_file(tmp_path, sphere_renderer):
@@ -299,19 +299,21 @@ def test_files_round_trip_and_errors_name_the_file(tmp_path, sphere_renderer):
     # Without a mask file, the object is where normals are non-zero.
     _, _, implied = load_observation_files(directory / "image.exr", directory / "normals.npy")
     np.testing.assert_array_equal(implied, obj.mask)
-    refmap, observed = files_to_refmap(directory / "image.exr", directory / "normals.npy", res=16)
+    refmap, observed = files_to_refmap(directory / "image.exr", directory / "normals.npy", refmap_res=16)
     assert observed.any()
 
     # Normals of another length are renormalised, with a warning naming the file.
     np.save(tmp_path / "long.npy", obj.normals * 2)
     with pytest.warns(UserWarning, match=r"long.npy: .* renormalised \d+ normals"):
-        long_refmap, long_observed = files_to_refmap(directory / "image.exr", tmp_path / "long.npy", res=16)
+        long_refmap, long_observed = files_to_refmap(
+            directory / "image.exr", tmp_path / "long.npy", refmap_res=16
+        )
     np.testing.assert_array_equal(long_refmap, refmap)
     np.testing.assert_array_equal(long_observed, observed)
     # A normal map in a frame whose z points away from the viewer (OpenCV's) cannot be used.
     np.save(tmp_path / "bad.npy", obj.normals * np.array([1, -1, -1], np.float32))
     with pytest.raises(InputError, match="bad.npy: .* facing away"):
-        files_to_refmap(directory / "image.exr", tmp_path / "bad.npy", directory / "mask.png", res=16)
+        files_to_refmap(directory / "image.exr", tmp_path / "bad.npy", directory / "mask.png", refmap_res=16)
     np.save(tmp_path / "small.npy", obj.normals[:10])
     with pytest.raises(InputError, match="small.npy: shape"):
         load_observation_files(directory / "image.exr", tmp_path / "small.npy")
@@ -356,7 +358,7 @@ def test_render_object_then_image_to_refmap_commands(tmp_path):
     args = [str(obj_dir / "image.exr"), str(obj_dir / "normals.npy"), str(obj_dir / "mask.png")]
     result = runner.invoke(app, ["image-to-refmap", *args, "--refmap-res", "8", "--out", str(obs_dir)])
     assert result.exit_code == 0, result.output
-    refmap, observed = files_to_refmap(*args, res=8)
+    refmap, observed = files_to_refmap(*args, refmap_res=8)
     np.testing.assert_array_equal(read_hdr(obs_dir / "refmap.exr"), refmap.transpose(1, 2, 0))
     np.testing.assert_array_equal(read_mask(obs_dir / "observed.png"), observed)
 

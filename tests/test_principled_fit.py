@@ -34,7 +34,7 @@ def test_refmap_fit_recovers_a_principled_table(held_out):
     z = fit_principled(table)
     for envmap in held_out:
         # As close as the true material itself (the rest is the table's resolution and noise).
-        fitted, truth = refmap_error(table, np.stack([z, DIELECTRIC]), envmap, res=16, spp=128)
+        fitted, truth = refmap_error(table, np.stack([z, DIELECTRIC]), envmap, refmap_res=16, spp=128)
         assert fitted < truth + 0.003 and truth < 0.03, (fitted, truth)
     # Identifiable from refmaps: metal or not, base colour, roughness; specular only roughly.
     assert abs(z[0] - DIELECTRIC[0]) < 0.05
@@ -49,7 +49,7 @@ def test_refmap_fit_is_deterministic_cached_and_beats_the_reflectance_fit(satin,
 
     # Closer to what a user sees under light the fit never saw.
     for envmap in held_out:
-        old, new = refmap_error(satin, np.stack([z_reflectance, z]), envmap, res=32, spp=128)
+        old, new = refmap_error(satin, np.stack([z_reflectance, z]), envmap, refmap_res=32, spp=128)
         assert new < 0.9 * old, (old, new)
 
     # Stored beside the tables, keyed by the table's content and the fit.
@@ -100,7 +100,9 @@ def test_fit_beside_a_measured_object_render_on_another_thread(satin):
         try:
             while not done.is_set():
                 with RENDER_LOCK:
-                    render_object(envmap, make_shape("blob", 1), measured_bsdf(satin, alone), res=48, spp=8)
+                    render_object(
+                        envmap, make_shape("blob", 1), measured_bsdf(satin, alone), object_res=48, spp=8
+                    )
         except BaseException as error:  # noqa: BLE001 (reported below)
             errors.append(error)
 

@@ -87,7 +87,7 @@ def test_fast_renderer_matches_stock_mitsuba_render(envmap):
         dtype=np.float32,
     )
     res, size = 12, 128
-    ours = render_refmaps(envmap, materials, res=res, spp=1024)
+    ours = render_refmaps(envmap, materials, refmap_res=res, spp=1024)
     normals = normal_grid(res)
     inner = normals[..., 2] > 0.5  # away from the silhouette, where image pixels mix in background
     # Image position of each normal (orthographic view of the unit sphere: x = n_x, y = n_y).
@@ -136,15 +136,15 @@ def test_generic_bsdf_path_agrees_with_the_principled_path(envmap):
     batched principled path (two unbiased estimators of one integral), one refmap per azimuth."""
     z = np.array([0.4, 0.7, 0.5, 0.3, 0.35, 0.6], dtype=np.float32)
     azimuths = np.array([0.0, 1.0])
-    batched = render_refmaps(envmap, np.stack([z, z]), azimuths, res=16, spp=256)
-    generic = render_refmaps_bsdf(envmap, principled_bsdf(z), azimuths, res=16, spp=256)
+    batched = render_refmaps(envmap, np.stack([z, z]), azimuths, refmap_res=16, spp=256)
+    generic = render_refmaps_bsdf(envmap, principled_bsdf(z), azimuths, refmap_res=16, spp=256)
     assert generic.shape == (2, 3, 16, 16)
     np.testing.assert_allclose(generic.mean(axis=(1, 2, 3)), batched.mean(axis=(1, 2, 3)), rtol=0.01)
     assert relative_rmse(generic, batched) < 0.04
     # A delta BSDF (an ideal, fully reflecting conductor) is the envmap read in the mirror direction.
     mi = ensure_variant()
     ideal = mi.load_dict({"type": "conductor", "material": "none"})
-    mirror = render_refmaps_bsdf(envmap, ideal, res=16, spp=4)[0]
+    mirror = render_refmaps_bsdf(envmap, ideal, refmap_res=16, spp=4)[0]
     np.testing.assert_allclose(mirror, envmap_to_mirror(envmap, 16) / mirror_basis(16), rtol=1e-3, atol=1e-5)
 
 
@@ -153,7 +153,7 @@ def test_white_environment_mirror_is_its_basis_and_rough_metals_gain_no_energy()
     basis = mirror_basis(24)
     assert basis.shape == (3, 24, 24)
     assert 0.9 < basis.min() and basis.max() <= 1.0 + 1e-5, "a mirror reflects at most what it receives"
-    mirror = render_refmaps(white, MIRROR[None], res=24, spp=64)[0]
+    mirror = render_refmaps(white, MIRROR[None], refmap_res=24, spp=64)[0]
     # The α = 0.001 GGX lobe leaves rare MIS outliers; the typical pixel is exact.
     assert np.median(np.abs(mirror / basis - 1)) < 1e-3 and np.mean(np.abs(mirror / basis - 1)) < 5e-3
     # Rough metals: bounded by 1 (single scattering loses energy, never gains it; Fresnel lifts
@@ -163,7 +163,7 @@ def test_white_environment_mirror_is_its_basis_and_rough_metals_gain_no_energy()
         [[1, 1, 1, 1, 0.4, 0.5], [1, 0.9, 0.5, 0.2, 0.7, 0.5], [1, 1, 1, 1, 1.0, 0.5]], dtype=np.float32
     )
     n_dot_v = normal_grid(24)[..., 2].ravel()
-    for refmap in render_refmaps(white, metals, res=24, spp=256):
+    for refmap in render_refmaps(white, metals, refmap_res=24, spp=256):
         assert refmap.max() <= 1.0 + 5e-3, "no energy gain under a white environment"
         for channel in refmap.reshape(3, -1):
             profile = np.polyval(np.polyfit(n_dot_v, channel, 6), n_dot_v)
@@ -181,7 +181,7 @@ def test_small_light_lights_the_predicted_mirror_pixel(direction):
     expected = pixel_of(texels[row, col], res)
     # The brightest pixel is the predicted one, or its neighbour when the prediction falls near a
     # pixel border (the light is one bilinear envmap texel, wider than a refmap pixel at the rim).
-    rendered = render_refmaps(env, MIRROR[None], res=res, spp=16)[0].sum(axis=0)
+    rendered = render_refmaps(env, MIRROR[None], refmap_res=res, spp=16)[0].sum(axis=0)
     assert np.abs(np.unravel_index(rendered.argmax(), rendered.shape) - expected).max() < 1
     lookup = envmap_to_mirror(env, res).sum(axis=0)
     assert np.abs(np.unravel_index(lookup.argmax(), lookup.shape) - expected).max() < 1
@@ -192,13 +192,15 @@ def test_small_light_lights_the_predicted_mirror_pixel(direction):
 def test_view_azimuth_equals_rendering_the_envmap_rotated_the_other_way(envmap, columns):
     phi = 2 * np.pi * columns / envmap.shape[1]
     z = np.array([[0.2, 0.9, 0.6, 0.3, 0.4, 0.5]], dtype=np.float32)
-    turned = render_refmaps(envmap, z, view_azimuths=[phi], res=16, spp=256)
-    rotated = render_refmaps(rotate_envmap(envmap, -phi), z, res=16, spp=256)
+    turned = render_refmaps(envmap, z, view_azimuths=[phi], refmap_res=16, spp=256)
+    rotated = render_refmaps(rotate_envmap(envmap, -phi), z, refmap_res=16, spp=256)
     # Equal up to Monte Carlo noise, measured here as the difference of two seeds.
-    noise = relative_rmse(render_refmaps(rotate_envmap(envmap, -phi), z, res=16, spp=256, seed=1), rotated)
+    noise = relative_rmse(
+        render_refmaps(rotate_envmap(envmap, -phi), z, refmap_res=16, spp=256, seed=1), rotated
+    )
     assert relative_rmse(turned, rotated) < 1.5 * noise
     np.testing.assert_allclose(turned.mean(), rotated.mean(), rtol=0.01)
-    assert relative_rmse(turned, render_refmaps(envmap, z, res=16, spp=256)) > 5 * noise, (
+    assert relative_rmse(turned, render_refmaps(envmap, z, refmap_res=16, spp=256)) > 5 * noise, (
         "the view must matter"
     )
 
@@ -226,7 +228,7 @@ def test_higher_roughness_gives_a_smoother_refmap(envmap):
     detailed = envmap * (0.5 + rng.random(envmap.shape[:2])[..., None]).astype(np.float32)
     roughness = [0.0, 0.15, 0.3, 0.5, 0.8]
     materials = np.array([[1.0, 0.9, 0.9, 0.9, r, 0.5] for r in roughness], dtype=np.float32)
-    refmaps = render_refmaps(detailed, materials, res=32, spp=64)
+    refmaps = render_refmaps(detailed, materials, refmap_res=32, spp=64)
     # High-frequency energy: the refmap minus its 3×3 box average, relative to its mean.
     padded = np.pad(refmaps, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
     local = sum(padded[..., i : i + 32, j : j + 32] for i in range(3) for j in range(3)) / 9
@@ -238,11 +240,15 @@ def test_same_seed_same_refmaps_regardless_of_batch(envmap):
     rng = np.random.default_rng(1)
     materials = rng.random((3, 6)).astype(np.float32)
     azimuths = np.array([0.3, -1.0, 2.0])
-    first = render_refmaps(envmap, materials, azimuths, res=16, spp=8, seed=7)
-    np.testing.assert_array_equal(first, render_refmaps(envmap, materials, azimuths, res=16, spp=8, seed=7))
-    assert not np.array_equal(first, render_refmaps(envmap, materials, azimuths, res=16, spp=8, seed=8))
+    first = render_refmaps(envmap, materials, azimuths, refmap_res=16, spp=8, seed=7)
+    np.testing.assert_array_equal(
+        first, render_refmaps(envmap, materials, azimuths, refmap_res=16, spp=8, seed=7)
+    )
+    assert not np.array_equal(
+        first, render_refmaps(envmap, materials, azimuths, refmap_res=16, spp=8, seed=8)
+    )
     # A material renders bit-identically alone or at another position of another batch.
-    alone = render_refmaps(envmap, materials[1:2], azimuths[1:2], res=16, spp=8, seed=7)
+    alone = render_refmaps(envmap, materials[1:2], azimuths[1:2], refmap_res=16, spp=8, seed=7)
     np.testing.assert_array_equal(alone[0], first[1])
 
 
@@ -259,11 +265,11 @@ def drm_step_pair(rng: np.random.Generator, gamma: float = 0.95, epsilon: float 
 def test_common_random_numbers_make_step_differences_precise(envmap):
     """L(z_k) − L(z_{k−1}) is far less noisy with one seed for both than with independent seeds."""
     pair = drm_step_pair(np.random.default_rng(3))
-    reference = render_refmaps(envmap, pair, res=16, spp=2048, seed=100)
+    reference = render_refmaps(envmap, pair, refmap_res=16, spp=2048, seed=100)
     reference_step = reference[0] - reference[1]
-    common = render_refmaps(envmap, pair, res=16, spp=32, seed=1)
+    common = render_refmaps(envmap, pair, refmap_res=16, spp=32, seed=1)
     independent = np.stack(
-        [render_refmaps(envmap, pair[i : i + 1], res=16, spp=32, seed=1 + i)[0] for i in range(2)]
+        [render_refmaps(envmap, pair[i : i + 1], refmap_res=16, spp=32, seed=1 + i)[0] for i in range(2)]
     )
     common_error = np.sqrt(np.mean((common[0] - common[1] - reference_step) ** 2))
     independent_error = np.sqrt(np.mean((independent[0] - independent[1] - reference_step) ** 2))
@@ -273,12 +279,12 @@ def test_common_random_numbers_make_step_differences_precise(envmap):
 @pytest.mark.parametrize(
     "call, expected",
     [
-        (lambda env: render_refmaps(env, np.ones((2, 5)), res=8, spp=1), r"\(B, 6\)"),
-        (lambda env: render_refmaps(env, np.full((1, 6), 1.5), res=8, spp=1), r"\[0, 1\]"),
-        (lambda env: render_refmaps(env, np.full((1, 6), np.nan), res=8, spp=1), "finite"),
-        (lambda env: render_refmaps(env, np.ones((2, 6)), [0.0], res=8, spp=1), "view_azimuths"),
-        (lambda env: render_refmaps(env, np.ones((1, 6)), res=8, spp=0), "samples per pixel"),
-        (lambda env: render_refmaps(env[:, :40], np.ones((1, 6)), res=8, spp=1), "twice as wide"),
+        (lambda env: render_refmaps(env, np.ones((2, 5)), refmap_res=8, spp=1), r"\(B, 6\)"),
+        (lambda env: render_refmaps(env, np.full((1, 6), 1.5), refmap_res=8, spp=1), r"\[0, 1\]"),
+        (lambda env: render_refmaps(env, np.full((1, 6), np.nan), refmap_res=8, spp=1), "finite"),
+        (lambda env: render_refmaps(env, np.ones((2, 6)), [0.0], refmap_res=8, spp=1), "view_azimuths"),
+        (lambda env: render_refmaps(env, np.ones((1, 6)), refmap_res=8, spp=0), "samples per pixel"),
+        (lambda env: render_refmaps(env[:, :40], np.ones((1, 6)), refmap_res=8, spp=1), "twice as wide"),
         (lambda env: mirror_to_envmap(np.ones((3, 8, 9)), 8), "square"),
         (lambda env: mirror_to_envmap(np.full((3, 8, 8), np.inf), 8), "finite"),
         (lambda env: render_refmaps_bsdf(env, "principled"), "Mitsuba BSDF"),

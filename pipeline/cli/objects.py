@@ -68,7 +68,7 @@ def render_object_command(
     z = parse_material(material)
     geometry = load_mesh(mesh) if mesh is not None else make_shape(shape, shape_seed)
     obj = render_object(
-        read_envmap(envmap), geometry, z, res=object_res, spp=spp, seed=seed, camera=camera,
+        read_envmap(envmap), geometry, z, object_res=object_res, spp=spp, seed=seed, camera=camera,
         view_azimuth=math.radians(view_azimuth),
     )  # fmt: skip
     save_object(out, obj)
@@ -105,7 +105,9 @@ def image_to_refmap_command(
     check_out_dir(out)
     check_range("--refmap-res", refmap_res, 2, MAX_REFMAP_RES)
     check_range("--erode", erode, 0)
-    refmap, observed = files_to_refmap(image, normals, mask, res=refmap_res, erode=erode, repair=repair)
+    refmap, observed = files_to_refmap(
+        image, normals, mask, refmap_res=refmap_res, erode=erode, repair=repair
+    )
     check_light(refmap, observed, image)  # a black object tells nothing: refuse, as `estimate` does
     out.mkdir(parents=True, exist_ok=True)
     write_exr(out / "refmap.exr", refmap.transpose(1, 2, 0))

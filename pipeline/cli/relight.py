@@ -42,6 +42,8 @@ def relight(
     check_range("--seed", seed, 0, MAX_SEED)
     z = parse_material(material)
     light = read_envmap(envmap)
-    obj = render(light, load_shape(mesh, shape, seed), z, res=object_res, spp=spp, seed=seed, camera=camera)
+    obj = render(
+        light, load_shape(mesh, shape, seed), z, object_res=object_res, spp=spp, seed=seed, camera=camera
+    )
     for path in write_relit(obj, out, preview):
         print(path)

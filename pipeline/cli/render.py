@@ -59,7 +59,7 @@ def render_refmap(
     if not math.isfinite(view_azimuth):
         raise InputError("--view-azimuth", f"must be a finite angle in degrees, got {view_azimuth}")
     refmap = render_refmaps(
-        read_envmap(envmap), z[None], [math.radians(view_azimuth)], res=refmap_res, spp=spp, seed=seed
+        read_envmap(envmap), z[None], [math.radians(view_azimuth)], refmap_res=refmap_res, spp=spp, seed=seed
     )[0]
     image = refmap.transpose(1, 2, 0)
     write_exr(out, image)

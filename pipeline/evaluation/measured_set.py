@@ -78,7 +78,7 @@ def _render_measured(
         z = fit_principled(brdf, cache_dir=fit_cache_dir)
         envmap = read_envmap(split_envmap_path(envmap_dir, EVAL_SPLIT, envmap_id))
         obj = render_object(
-            envmap, make_shape(*shape), measured_bsdf(brdf, z), res=res, spp=spp,
+            envmap, make_shape(*shape), measured_bsdf(brdf, z), object_res=res, spp=spp,
             seed=int(rng.integers(2**31)), view_azimuth=azimuth,
         )  # fmt: skip
         samples.append(

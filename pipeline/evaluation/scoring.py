@@ -88,7 +88,11 @@ def _scores(
         scores["refmap_log_lum_rmse"] = metrics.log_luminance_rmse(mirror, truth["mirror"], channel_axis=0)
         scores["material_mae"] = metrics.material_error(z, truth["z"])
         rerendered = render_refmaps(
-            envmap, z[None], res=mirror.shape[1], spp=settings.rerender_spp, seed=settings.estimate.seed
+            envmap,
+            z[None],
+            refmap_res=mirror.shape[1],
+            spp=settings.rerender_spp,
+            seed=settings.estimate.seed,
         )
         scores["rerender_nrmse"] = metrics.nrmse(
             rerendered[0], estimation.observed, estimation.observed_mask, channel_axis=0
