@@ -82,6 +82,16 @@ def from_network(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return inverse_transform(x).clamp_min(0.0) / scale[:, None, None, None]
 
 
+def dark_weights(target: torch.Tensor, offset: float) -> torch.Tensor:
+    """Per-pixel weights that turn a squared error in T (the log of x + 0.1) into one in the log of
+    x + ``offset``, to first order: ((x + 0.1) / (x + offset))², x the normalised linear target
+    radiance; divided by their mean so the loss keeps its scale. Smaller offsets weigh dark regions
+    more (T alone is nearly linear below 0.1, where a log-luminance error is largest)."""
+    x = inverse_transform(target.float()).clamp_min(0.0)
+    weights = ((x + 0.1) / (x + offset)) ** 2
+    return weights / weights.mean()
+
+
 def drm_loss(
     residual: torch.Tensor,
     residual_target: torch.Tensor,
@@ -89,10 +99,15 @@ def drm_loss(
     z_k_target: torch.Tensor,
     z_K: torch.Tensor,
     z_K_target: torch.Tensor,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """10·L2(residual) + 0.1·(L2(z_k) + L2(z_K)) / 2, L2 = mean squared error. Returns the total
-    and its parts (detached) for logging."""
-    illnet = F.mse_loss(residual.float(), residual_target)
+    """10·L2(residual) + 0.1·(L2(z_k) + L2(z_K)) / 2, L2 = mean squared error (the residual's
+    weighted per pixel by ``weights`` if given). Returns the total and its parts (detached) for
+    logging."""
+    if weights is None:
+        illnet = F.mse_loss(residual.float(), residual_target)
+    else:
+        illnet = (weights * (residual.float() - residual_target) ** 2).mean()
     z_k_loss = F.mse_loss(z_k.float(), z_k_target)
     z_K_loss = F.mse_loss(z_K.float(), z_K_target)
     total = ILLNET_WEIGHT * illnet + REFNET_WEIGHT * (z_k_loss + z_K_loss) / 2
@@ -112,6 +127,7 @@ def drm_training_loss(
     config: DRMConfig,
     teacher_forcing: bool,
     generator: torch.Generator | None = None,
+    loss_offset: float = 0.1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of one DRMNet batch (keys of a DRMNet sample, see pipeline/reader.py).
 
@@ -119,7 +135,8 @@ def drm_training_loss(
     noisy input to L_{k−1}: the sampler adds δ·noise at every step, so a step must also remove
     the noise in its input, otherwise noise would pile up as δ·√steps. With ``teacher_forcing``
     IllNet is conditioned on the true z_k, else on RefNet's (detached: RefNet learns only from
-    its own loss).
+    its own loss). ``loss_offset`` below 0.1 weighs IllNet's error towards dark pixels
+    (:func:`dark_weights`); 0.1 is the plain L2 in T.
     """
     scale = intensity_scale(batch["refmap_obs"], config)
     observation = to_network(batch["refmap_obs"], scale)
@@ -133,4 +150,5 @@ def drm_training_loss(
     z_k = material_at(z_K.float(), k, K, config)
     condition = batch["z_k"] if teacher_forcing else z_k.detach()
     residual = illnet(noisy, observation, condition - mirror_material(config, condition))
-    return drm_loss(residual, target - noisy, z_k, batch["z_k"], z_K, batch["z_obs"])
+    weights = None if loss_offset == 0.1 else dark_weights(target, loss_offset)
+    return drm_loss(residual, target - noisy, z_k, batch["z_k"], z_K, batch["z_obs"], weights)

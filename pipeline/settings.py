@@ -398,6 +398,9 @@ class DRMNetTrainSettings(TrainSettings):
 
     section: ClassVar[str] = "train_drmnet"
     teacher_forcing: float = setting(0.5, ge=0, le=1)  # fraction of training where IllNet sees the true z_k
+    # IllNet's error measured in log10(x + this) of the normalised refmap (models/drm.py dark_weights):
+    # 0.1 is the plain L2 in the networks' domain T; smaller weighs the dark regions more.
+    loss_offset: float = setting(0.1, gt=0, le=0.1)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ import torch
 
 from models.config import DRMConfig, UNetConfig
 from models.drm import (
+    dark_weights,
+    drm_loss,
     from_network,
     intensity_scale,
     inverse_transform,
@@ -84,6 +86,26 @@ def test_transform_round_trip():
     x = torch.logspace(-4, 4, 50)
     assert torch.allclose(inverse_transform(transform(x)), x, rtol=1e-5)
     assert transform(torch.tensor(0.9)) == pytest.approx(1.0)
+
+
+def test_loss_offset_weighs_errors_as_the_log_of_x_plus_the_offset():
+    # Two pixels, one dark and one bright, each off by the same amount in log10(x + offset):
+    # with the weights their squared errors count the same, whereas the plain L2 in T lets the
+    # dark one count for far less (T is log10(x + 0.1), nearly linear below 0.1).
+    offset, step = 0.01, 1e-3
+    x = torch.tensor([0.003, 2.0]).view(1, 1, 1, 2)
+    target = transform(x)
+    estimate = transform(10 ** (torch.log10(x + offset) + step) - offset)
+    squared = (estimate - target) ** 2
+    weighted = dark_weights(target, offset) * squared
+    assert weighted[..., 0].item() == pytest.approx(weighted[..., 1].item(), rel=0.02)
+    assert squared[..., 0].item() < 0.1 * squared[..., 1].item()
+    # offset 0.1 is the networks' own domain: every weight 1, the same loss as the plain L2
+    assert torch.equal(dark_weights(target, 0.1), torch.ones_like(target))
+    z = torch.zeros(1, 6)
+    plain, _ = drm_loss(estimate, target, z, z, z, z)
+    same, _ = drm_loss(estimate, target, z, z, z, z, dark_weights(target, 0.1))
+    assert same.item() == pytest.approx(plain.item(), rel=1e-6)
 
 
 def _refnet_with_output_bias(bias: torch.Tensor, weight_scale: float) -> RefNet:

@@ -52,9 +52,11 @@ class DRMNet:
         self,
         config: DRMNetConfig,  # Network sizes, resolution, DRM constants.
         teacher_forcing: float = 0.5,  # Fraction of training where IllNet sees the true z_k.
+        loss_offset: float = 0.1,  # IllNet's error in log10(x + this); 0.1: the plain L2 in T.
     ):
         self.config = config
         self.teacher_forcing = teacher_forcing
+        self.loss_offset = loss_offset
 
     @staticmethod
     def network_config(
@@ -77,7 +79,7 @@ class DRMNet:
         """The loss of one batch after ``samples`` of ``total_samples`` training samples."""
         teacher = samples < self.teacher_forcing * total_samples
         loss, parts = drm_training_loss(
-            nets["illnet"], nets["refnet"], batch, self.config.drm, teacher, generator
+            nets["illnet"], nets["refnet"], batch, self.config.drm, teacher, generator, self.loss_offset
         )
         return loss, parts, {"teacher_forcing": float(teacher)}
 
