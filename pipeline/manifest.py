@@ -54,7 +54,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("k", pa.int32()),
         ("K", pa.int32()),
         ("view_azimuth", pa.float64()),  # radians
-        ("lum_mean", pa.float64()),  # luminance of L_K: mean, geometric mean over > 0, max
+        ("lum_mean", pa.float64()),  # luminance of L_K: mean, geometric mean over > 0, max (null: no L_K)
         ("lum_geomean", pa.float64()),
         ("lum_max", pa.float64()),
         ("observed_fraction", pa.float64()),  # obsnet only: fraction of refmap bins the object shows
@@ -102,7 +102,8 @@ def sample_row(key: str, shard: str, index: int, sample: dict[str, Any]) -> dict
         "shape_seed": None if sample.get("shape_sha256") else sample.get("shape_seed"),
         "shape_sha256": sample.get("shape_sha256") or None,
     }
-    row.update(luminance_stats(sample["refmap_obs"]))
+    if "refmap_obs" in sample:  # the measured test set (pipeline.measured_set) has object images only
+        row.update(luminance_stats(sample["refmap_obs"]))
     return row
 
 

@@ -94,5 +94,5 @@ def test_adding_a_user_file_makes_the_stages_that_read_it_stale(tmp_path):
         "shards@drmnet-test",
     }
     assert stale_with(meshes["train"], "bunny.obj") == {"shards@drmnet-train", "shards@obsnet-train"}
-    assert stale_with(meshes["test"], "dragon.ply") == {"shards@drmnet-test", "evaluate"}
+    assert stale_with(meshes["test"], "dragon.ply") == {"shards@drmnet-test", "measured_test", "evaluate"}
     assert _stale(project) == set()

@@ -6,10 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
-from tiny_workspace import RES, make_test_data, run_cli, save_tiny_models, studio_envmap
+from tiny_workspace import (
+    RES,
+    make_measured_test_data,
+    make_test_data,
+    run_cli,
+    save_tiny_models,
+    studio_envmap,
+)
 
 from pipeline.evaluation.methods import METHODS
 
@@ -173,7 +181,8 @@ def evaluated(tmp_path_factory, one_torch_thread):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # mlartifacts/ lands here
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        params = make_test_data(root)
+        params = make_test_data(root)  # principled test samples only: the measured set has shards of its own
+        make_measured_test_data(root, params)
         drmnet_1, obsnet = save_tiny_models(root / "v1", seed=1)
         drmnet_2, _ = save_tiny_models(root / "v2", seed=2)
         versions = [register_model("drmnet", directory) for directory in (drmnet_1, drmnet_2)]
@@ -208,10 +217,60 @@ def test_evaluation_writes_metrics_for_every_method_and_test_set(evaluated):
     assert {row["envmap_kind"] for row in rows} == {"studio"}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["models"]["drmnet"]["version"] == evaluated["runs"][0]["version"]
-    assert provenance["data"]["measured"]["source"].startswith("rendered")
+    assert provenance["data"]["measured"]["source"] == str(evaluated["root"] / "shards" / "measured" / "test")
     gallery = sorted(p.parent.name for p in (out / "gallery").glob("*/*/gallery.json"))
     assert len(gallery) == 2
     assert provenance["counts"]["principled/studio"] == 1
+
+
+def test_evaluation_reads_the_measured_set_from_its_shards_and_renders_nothing(
+    evaluated, monkeypatch, tmp_path
+):
+    """The test shards hold no measured samples: evaluation reads the measured test set from the
+    shards `drmnet render-dataset --dataset measured --split test` wrote, without rendering, and
+    without them it says which command makes them."""
+    import rendering.objects
+    from pipeline.evaluation.test_sets import load_test_sets
+    from pipeline.settings import EvaluateSettings
+    from pipeline.shards import read_shard
+    from rendering.errors import InputError
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("evaluation rendered an object")
+
+    monkeypatch.setattr(rendering.objects, "render_object", no_rendering)
+    params = evaluated["params"]
+    settings = EvaluateSettings.from_params(params["evaluate"])
+    measured = load_test_sets(settings, params)["measured"]
+    stored = dict(read_shard(evaluated["root"] / "shards" / "measured" / "test" / "measured-test-000000.tar"))
+    assert [sample.key for sample in measured] == ["measured-0000-gold-like"] == list(stored)
+    sample, record = measured[0], stored["measured-0000-gold-like"]
+    assert sample.material_source == "gold-like" and np.array_equal(sample.image, record["image"])
+    assert np.array_equal(sample.z, record["z_obs"])
+    assert sample.shape == (record["shape"], record["shape_seed"])
+
+    without = tmp_path / "shards"  # the test shards alone
+    shutil.copytree(evaluated["root"] / "shards" / "drmnet", without / "drmnet")
+    settings = EvaluateSettings.from_params({**params["evaluate"], "shards": str(without)})
+    with pytest.raises(InputError, match="render-dataset --dataset measured --split test"):
+        load_test_sets(settings, params)
+
+
+def test_each_test_object_is_the_shape_its_sample_stores(evaluated):
+    """Relighting uses the object of the sample's own record, not a shape re-planned from the
+    params: params whose shape pool no longer matches the shards change nothing."""
+    from pipeline.evaluation.test_sets import shard_test_samples
+    from pipeline.settings import EvaluateSettings
+    from pipeline.shards import read_shard
+
+    params = evaluated["params"]
+    settings = EvaluateSettings.from_params(params["evaluate"])
+    stored = dict(read_shard(evaluated["root"] / "shards" / "drmnet" / "test" / "drmnet-test-000000.tar"))
+    other_pool = {**params, "dataset": {**params["dataset"], "shapes": ["ellipsoid"], "seed": 7}}
+    for given in (params, other_pool, None):
+        shapes = {sample.key: sample.shape for sample in shard_test_samples(settings, given)}
+        assert shapes == {key: (record["shape"], record["shape_seed"]) for key, record in stored.items()}
+        assert {name for name, _ in shapes.values()} == {"blob"}
 
 
 def test_the_oracle_scores_the_floor_of_every_method(evaluated):

@@ -81,3 +81,23 @@ def make_test_data(root: Path) -> dict:
         samples.append((sample_key("drmnet", "test", index), make_sample(plan, envmap, settings)))
     write_shard(root / "shards" / "drmnet" / "test" / shard_name("drmnet", "test", 0), samples)
     return params
+
+
+def make_measured_test_data(root: Path, params: dict) -> Path:
+    """The measured test set's shards of ``make_test_data``'s workspace, made by the shard jobs of
+    `drmnet render-dataset --dataset measured --split test` (without Prefect); returns their
+    split directory, ``<root>/shards/measured/test``."""
+    from pipeline.flows.render_dataset import finish_split_dir, plan_shards, prepare_split_dir, render_shard
+    from pipeline.measured_set import MEASURED, MeasuredSetSettings
+    from pipeline.samples import settings_from_params
+    from rendering.variant import resolve_variant
+
+    jobs = plan_shards(
+        settings_from_params(params), MEASURED, "test", root / "shards", root / "envmaps",
+        resolve_variant(None), MeasuredSetSettings.from_params(params),
+    )  # fmt: skip
+    prepare_split_dir(jobs[0].split_dir)
+    for job in jobs:
+        render_shard(job)
+    finish_split_dir(jobs)
+    return Path(jobs[0].split_dir)

@@ -44,7 +44,7 @@ def make_envmap_splits_command(
 
 @app.command("render-dataset")
 def render_dataset_command(
-    dataset: Annotated[str, typer.Option(help="drmnet | obsnet")],
+    dataset: Annotated[str, typer.Option(help="drmnet | obsnet | measured (the measured test set)")],
     split: Annotated[str, typer.Option(help="train | val | test")],
     out: Annotated[Path, typer.Option(help="shards go to <out>/<dataset>/<split>/")] = SHARDS_DIR,
     envmaps: Annotated[Path, typer.Option(help="envmap splits (drmnet make-envmap-splits)")] = ENVMAPS_DIR,
@@ -70,7 +70,8 @@ def render_dataset_command(
     """
     from pipeline.cli.checks import check_out_dir, check_range
     from pipeline.config import load_params
-    from pipeline.samples import DATASETS, SPLITS
+    from pipeline.measured_set import MEASURED
+    from pipeline.samples import DATASETS, EVAL_SPLIT, SPLITS
     from rendering.errors import InputError
 
     load_params(params)  # a bad params file is one line, before Prefect is even imported
@@ -78,10 +79,12 @@ def render_dataset_command(
 
     check_out_dir(out)
     check_range("--workers", workers, 1)
-    if dataset not in DATASETS:
-        raise InputError("--dataset", f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    if dataset not in (*DATASETS, MEASURED):
+        raise InputError("--dataset", f"unknown dataset {dataset!r}; choose one of {(*DATASETS, MEASURED)}")
     if split not in SPLITS:
         raise InputError("--split", f"unknown split {split!r}; choose one of {SPLITS}")
+    if dataset == MEASURED and split != EVAL_SPLIT:
+        raise InputError("--split", f"the {MEASURED} dataset has a {EVAL_SPLIT} split only")
     summary = run_render_dataset(
         dataset,
         split,

@@ -38,9 +38,11 @@ Metrics (columns, :mod:`.scoring`; lower is better unless said):
   the fraction of ground-truth pixels within their mean ± 2 std (higher is better, ≈ 0.95 ideal).
 
 Test sets (:mod:`.test_sets`): ``principled`` (shards of the test split whose material is a
-principled z) and ``measured`` (shards of measured materials when the dataset has them, else a
-small set rendered here from the built-in measured-like BRDFs under the test envmaps, with
-held-out shapes: :mod:`.measured_set`).
+principled z) and ``measured`` (shards of measured materials when the dataset has them, else the
+measured test set's own shards: built-in measured-like BRDFs under the test envmaps, on held-out
+shapes, rendered by ``drmnet render-dataset --dataset measured --split test``,
+:mod:`pipeline.measured_set`). Evaluation renders no test sample itself; each object's shape (for
+relighting) is the one its sample stores.
 
 Summary (:func:`.results.summarize`): per group and method, each metric's mean and its median
 (``<metric>_median``). Groups: each test set, then ``<test set>/<kind>`` for each kind of

@@ -16,19 +16,20 @@ from pipeline.shards import file_sha256
 
 
 def data_record(settings: EvaluateSettings, test_sets: dict[str, list[TestSample]]) -> dict[str, Any]:
-    """Per test set: sample count and the digests of the manifests the samples came from."""
+    """Per test set: sample count, the split directory its samples came from (the test shards, or
+    the measured test set's) and the digests of its manifest and of the envmaps table."""
     from pipeline.reader import SHARDS_MANIFEST
     from pipeline.splits import ENVMAP_TABLE
 
-    split_dir = Path(settings.shards) / settings.dataset / "test"
-    manifest = split_dir / SHARDS_MANIFEST
+    test_split_dir = Path(settings.shards) / settings.dataset / "test"
     table = Path(settings.envmaps) / "test" / ENVMAP_TABLE
     out = {}
     for name, samples in test_sets.items():
-        rendered_here = any(s.info.get("rendered_here") for s in samples)
+        split_dir = Path(samples[0].info.get("split_dir", test_split_dir)) if samples else test_split_dir
+        manifest = split_dir / SHARDS_MANIFEST
         out[name] = {
             "samples": len(samples),
-            "source": "rendered by evaluate (built-in measured BRDFs)" if rendered_here else str(split_dir),
+            "source": str(split_dir),
             "shards_manifest_sha256": file_sha256(manifest)[:16] if manifest.exists() else None,
             "envmaps_table_sha256": file_sha256(table)[:16] if table.exists() else None,
         }

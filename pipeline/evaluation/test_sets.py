@@ -1,8 +1,10 @@
-"""The test sets: the test split's shard samples with their ground truth in the camera frame, the
-kind of each envmap, and the measured set when the shards hold none (:mod:`.measured_set`)."""
+"""The test sets: the test split's shard samples with their ground truth in the camera frame and
+the kind of each envmap; the measured set from its own shards when the test shards hold no
+measured samples (:mod:`pipeline.measured_set`, rendered by ``drmnet render-dataset``)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,19 +36,21 @@ class TestSample:
 
 
 def shard_test_samples(
-    settings: EvaluateSettings, params: dict[str, Any] | None = None
+    settings: EvaluateSettings, params: dict[str, Any] | None = None, dataset: str | None = None
 ) -> Iterator[TestSample]:
-    """The test split's shard samples in key order (deterministic, no shuffling), with their
-    ground-truth envmaps. ``params`` (the whole params.yaml) lets the object's shape be recovered
-    for relighting from the sample's plan; without it the relit object is a sphere."""
+    """The test split's shard samples of ``dataset`` (default ``settings.dataset``) in key order
+    (deterministic, no shuffling), with their ground-truth envmaps. Each object's shape, for
+    relighting, is the one its sample stores; ``params`` (the whole params.yaml) names the test
+    split's mesh directory, where a mesh is found (without it, or for samples that store no
+    shape, the relit object is a sphere)."""
     from pipeline.reader import list_shards
     from pipeline.samples import EVAL_SPLIT
     from pipeline.shards import read_shard
     from pipeline.splits import split_envmap_path
     from rendering.envmap import read_envmap, rotate_envmap
 
-    split_dir = Path(settings.shards) / settings.dataset / EVAL_SPLIT
-    shape_of = _shape_lookup(settings, params)
+    split_dir = Path(settings.shards) / (dataset or settings.dataset) / EVAL_SPLIT
+    shape_of = _shape_reader(params)
     kinds = envmap_kinds(settings.envmaps, EVAL_SPLIT)
     envmaps: dict[str, np.ndarray] = {}
     for shard in list_shards(split_dir):
@@ -70,12 +74,13 @@ def shard_test_samples(
                 envmap=rotate_envmap(envmaps[envmap_id], -azimuth),
                 z=np.asarray(sample["z_obs"], np.float32),
                 material_source=source,
-                shape=shape_of(key, sample),
+                shape=shape_of(sample),
                 info={
                     "envmap_id": envmap_id,
                     "envmap_kind": kinds.get(envmap_id, envmap_kind(envmap_id)),
                     "view_azimuth": azimuth,
                     "shard": Path(shard).name,
+                    "split_dir": str(split_dir),
                 },
             )
 
@@ -101,28 +106,28 @@ def envmap_kinds(envmap_dir: str | os.PathLike, split: str) -> dict[str, str]:
     return dict(zip(ids, table.column("kind").to_pylist(), strict=True))
 
 
-def _shape_lookup(settings: EvaluateSettings, params: dict[str, Any] | None):
-    """key, sample → (shape, seed) of the object in the image, from the sample's plan (which is a
-    pure function of the params and the index); checked against the sample, else the sphere."""
-    if params is None:
-        return lambda key, sample: ("sphere", 0)
-    from pipeline.samples import EVAL_SPLIT, plan_sample, settings_from_params
-    from pipeline.splits import split_envmap_ids
+def _shape_reader(params: dict[str, Any] | None):
+    """sample → (shape, seed) of the object in its image, as the sample stores it (``shape``,
+    ``shape_seed``, ``shape_sha256``): a built-in kind and its seed, or a mesh, which is the file of
+    that name in the test split's mesh directory if its content is the stored one; else the sphere."""
+    from pipeline.samples import EVAL_SPLIT, settings_from_params
+    from rendering.file_hash import file_sha256
 
-    dataset_settings = settings_from_params(params)
-    envmap_ids = split_envmap_ids(settings.envmaps, EVAL_SPLIT)
+    mesh_dir = settings_from_params(params).mesh_dirs.get(EVAL_SPLIT) if params is not None else None
+    hashes: dict[Path, str] = {}
 
-    def lookup(key: str, sample: dict[str, Any]) -> tuple[str, int]:
-        try:
-            index = int(key.rsplit("-", 1)[1])
-            plan = plan_sample(dataset_settings, settings.dataset, EVAL_SPLIT, index, envmap_ids)
-        except (ValueError, IndexError, InputError):
+    def shape(sample: dict[str, Any]) -> tuple[str, int]:
+        name, sha256 = sample.get("shape"), sample.get("shape_sha256")
+        if not name:
             return ("sphere", 0)
-        if plan.envmap_id != sample["envmap_id"] or not np.allclose(plan.z_obs, sample["z_obs"]):
-            return ("sphere", 0)
-        return (plan.shape, plan.shape_seed)
+        if not sha256:
+            return (str(name), int(sample.get("shape_seed", 0)))
+        path = Path(mesh_dir or "") / str(name)
+        if mesh_dir and path.is_file() and path not in hashes:
+            hashes[path] = file_sha256(path)
+        return (str(path), 0) if hashes.get(path) == sha256 else ("sphere", 0)
 
-    return lookup
+    return shape
 
 
 def load_test_sets(
@@ -138,10 +143,26 @@ def load_test_sets(
         if all(limit is not None and len(b) >= limit for b in sets.values()):
             break
     if "measured" in sets and not sets["measured"]:
-        from pipeline.evaluation.measured_set import rendered_measured_samples
-
-        sets["measured"] = rendered_measured_samples(settings, limit or settings.measured_materials, params)
+        sets["measured"] = _measured_set(settings, params, limit)
     for name, samples in sets.items():
         if not samples:
             raise InputError(f"{settings.shards}/{settings.dataset}/test", f"holds no {name} test samples")
     return sets
+
+
+def _measured_set(
+    settings: EvaluateSettings, params: dict[str, Any] | None, limit: int | None
+) -> list[TestSample]:
+    """The first ``limit`` samples of the measured test set's shards (pipeline.measured_set)."""
+    from pipeline.measured_set import MEASURED
+    from pipeline.samples import EVAL_SPLIT
+
+    split_dir = Path(settings.shards) / MEASURED / EVAL_SPLIT
+    if not split_dir.is_dir():
+        raise InputError(
+            f"{settings.shards}/{settings.dataset}/{EVAL_SPLIT}",
+            f"holds no measured test samples, and {split_dir} does not exist: render the measured "
+            f"test set with `drmnet render-dataset --dataset {MEASURED} --split {EVAL_SPLIT}` "
+            "(dvc stage measured_test)",
+        )
+    return list(itertools.islice(shard_test_samples(settings, params, MEASURED), limit))

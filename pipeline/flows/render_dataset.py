@@ -1,5 +1,8 @@
 """The ``render-dataset`` Prefect flow: envmap split → WebDataset shards + parquet manifests.
 
+Datasets: ``drmnet`` and ``obsnet`` (:mod:`pipeline.samples`), and ``measured``, the measured test
+set evaluation scores when the test shards hold no measured samples (:mod:`pipeline.measured_set`).
+
 One task per shard. A shard's bytes are a pure function of (params, shard index): every sample
 seed derives from ``dataset.seed``, the dataset, the split and the sample index
 (:mod:`pipeline.samples`), so the runner (threads, processes, a Dask cluster) and the number of
@@ -32,7 +35,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,8 @@ from pipeline.manifest import (
     write_manifests,
     write_record,
 )
+from pipeline.measured_set import MEASURED, MeasuredSetSettings, measured_samples
+from pipeline.measured_set import code_digest as measured_code_digest
 from pipeline.samples import (
     DatasetSettings,
     augmented_envmap,
@@ -92,6 +97,7 @@ class ShardJob:
     settings: DatasetSettings
     variant: str  # Mitsuba variant (cuda and llvm differ in the last bits)
     spec: str  # fingerprint of all of the above that determines the bytes
+    measured: MeasuredSetSettings | None = None  # the measured test set's (pipeline.measured_set)
 
     @property
     def name(self) -> str:
@@ -116,14 +122,16 @@ def plan_shards(
     out_dir: str | os.PathLike,
     envmap_dir: str | os.PathLike,
     variant: str,
+    measured: MeasuredSetSettings | None = None,
 ) -> list[ShardJob]:
     """The shard jobs of (dataset, split): ``<out_dir>/<dataset>/<split>/``, ``shard_size`` samples
-    each (the last one may hold fewer)."""
+    each (the last one may hold fewer). ``measured``: the settings of the measured test set, for
+    its dataset (pipeline.measured_set)."""
     table = read_envmap_table(envmap_dir, split)
     envmap_ids = tuple(table.column("id").to_pylist())
     # In table order: plan_sample assigns envmaps by their position in this list.
     envmaps = list(zip(envmap_ids, table.column("sha256").to_pylist(), strict=True))
-    total = settings.count(dataset, split)
+    total = settings.count(dataset, split) if measured is None else measured.count
     base = {
         "format": FORMAT_VERSION,
         "code": code_digest(),
@@ -134,6 +142,8 @@ def plan_shards(
         "variant": variant,
         "measured": measured_digest(settings),
     }
+    if measured is not None:  # its own code and settings (only its spec changes with them)
+        base["measured_set"] = {**asdict(measured), "code": measured_code_digest()}
     split_dir = str(Path(out_dir) / dataset / split)
     jobs = []
     for shard, first in enumerate(range(0, total, settings.shard_size)):
@@ -152,6 +162,7 @@ def plan_shards(
                 settings=settings,
                 variant=variant,
                 spec=hashlib.sha256(spec.encode()).hexdigest(),
+                measured=measured,
             )
         )
     return jobs
@@ -173,6 +184,16 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
 
         def samples():
+            if job.measured is not None:
+                indices = range(job.first, job.first + job.count)
+                with RENDER_LOCK:
+                    made = list(
+                        measured_samples(job.measured, job.settings, job.envmap_dir, job.split, indices)
+                    )
+                for index, (key, sample) in zip(indices, made, strict=True):
+                    rows.append(sample_row(key, job.name, index, sample))
+                    yield key, sample
+                return
             # Planning renders too (a measured material's principled fit, the first time).
             with RENDER_LOCK:
                 plans = [
@@ -322,7 +343,8 @@ def _render_split(
     params = load_params(params_path)
     settings = settings_from_params(params, profile)
     variant = resolve_variant((params.get("render") or {}).get("variant"))
-    jobs = plan_shards(settings, dataset, split, out_dir, envmap_dir, variant)
+    measured = MeasuredSetSettings.from_params(params) if dataset == MEASURED else None
+    jobs = plan_shards(settings, dataset, split, out_dir, envmap_dir, variant, measured)
     if not jobs:
         raise ValueError(f"dataset.samples.{dataset}.{split} is 0: nothing to render")
     split_dir = jobs[0].split_dir
