@@ -475,7 +475,6 @@ class EvaluateSettings:
     relight_res: int = setting(64, ge=1)
     relight_spp: int = setting(32, ge=1)
     measured_materials: int = setting(3, ge=0)  # built-in measured BRDFs in the rendered measured test set
-    measured_shapes: tuple[ShapeKind, ...] = ("blob", "superquadric")
     object_res: int = setting(64, ge=4)  # object images of the rendered measured test set
     object_spp: int = setting(64, ge=1)
 
