@@ -4,7 +4,7 @@ observations), so the figures measure the DRM process alone.
 
     .venv/bin/python benchmarks/quality.py [--model MODEL] \\
         [--envmaps data/envmaps/test] [--kinds real] [--items-per-map 16] [--samples 4] \\
-        [--spp 64] [--seed 0] [--threads 1] [--json OUT]
+        [--spp 64] [--seed 0] [--threads 1] [--sampling-noise DELTA] [--json OUT]
 
 For each envmap of the split directory whose ``kind`` (its envmaps table) is chosen (default
 ``real``: the held-out real HDR maps; ``--kinds all`` or e.g. ``--kinds sky,studio``), seeded
@@ -36,6 +36,7 @@ tiny profile ≈ 0.2 s per step for 16 × 4 refmaps of 32² (≈ 25 s per map), 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -248,6 +249,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="DRM steps at most (default: model's)")
     parser.add_argument(
+        "--sampling-noise",
+        type=float,
+        default=None,
+        help="the sampler's δ (drm.sampling_noise) instead of the model's, for an A/B of the setting",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -271,13 +278,18 @@ def main() -> None:
         print(line, file=sys.stderr)
     ensure_variant()
     estimator = load_estimator(args.model)
+    if args.sampling_noise is not None:
+        config = estimator.drmnet_config
+        drm = dataclasses.replace(config.drm, sampling_noise=args.sampling_noise)
+        estimator.drmnet_config = dataclasses.replace(config, drm=drm)
     chosen = select_envmaps(args.envmaps, args.kinds)
     if not chosen:
         sys.exit(f"{args.envmaps}: no envmap of kind {args.kinds!r} (try --kinds all)")
     print(
         f"variant {active_variant()}; model {args.model} (R = {estimator.resolution}); "
         f"{len(chosen)} envmaps of {args.envmaps} ({args.kinds}); {args.items_per_map} items each, "
-        f"{args.samples} samples, {args.spp} spp, seed {args.seed}; {torch.get_num_threads()} torch threads"
+        f"{args.samples} samples (δ = {estimator.drmnet_config.drm.sampling_noise}), {args.spp} spp, "
+        f"seed {args.seed}; {torch.get_num_threads()} torch threads"
     )
     envmaps = [(i, k, read_envmap(path)) for i, k, path in chosen]
     result = run_benchmark(
