@@ -42,7 +42,9 @@ class Progress:
 
     def line(self, name: str, samples: int, step: int, metrics: dict[str, float]) -> str:
         overall = (samples - self.start_samples) / max(time.perf_counter() - self.start_time, 1e-9)
-        eta = (self.total_samples - samples) / overall if overall > 0 else float("inf")
+        # the last batch may overshoot the total: nothing is left then, not a negative time
+        left = max(self.total_samples - samples, 0)
+        eta = left / overall if overall > 0 else float("inf")
         losses = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("loss"))
         percent = 100 * samples / self.total_samples
         return (
