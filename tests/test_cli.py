@@ -33,3 +33,15 @@ def test_every_command_has_help():
     for name in names:
         result = CliRunner().invoke(app, [name, "--help"])
         assert result.exit_code == 0, f"drmnet {name} --help failed: {result.output}"
+
+
+def test_where_points_at_the_tracking_server_in_use(monkeypatch):
+    """`drmnet where` sends a user to the MLflow UI that holds their runs: the tracking server when
+    MLFLOW_TRACKING_URI names one (not the embedded store's `make ui` port)."""
+    from pipeline.cli.workspace import mlflow_ui_line
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:8080/")
+    assert mlflow_ui_line() == "http://tracking.example:8080/#/models"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    line = mlflow_ui_line()
+    assert line.startswith("`make ui`") and "PORT" in line

@@ -30,7 +30,18 @@ def where() -> None:
         print(f"{label:<20} {path.resolve()}{state}")
     for line in _registered_models():
         print(f"{'registered model':<20} {line}")
-    print(f"{'MLflow UI':<20} `make ui`, then http://127.0.0.1:5000/#/models")
+    print(f"{'MLflow UI':<20} {mlflow_ui_line()}")
+
+
+def mlflow_ui_line() -> str:
+    """Where a user sees the tracked runs and registered models: the tracking server itself when
+    ``MLFLOW_TRACKING_URI`` names one, else the embedded store through `make ui` (its ``PORT``)."""
+    from pipeline.registry import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/models"
+    return "`make ui`, then http://127.0.0.1:5000/#/models (`make ui PORT=N`: port N instead)"
 
 
 def _registered_models() -> list[str]:
