@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,55 +44,53 @@ def shipped_model_dir(net: str, profile: str = DEFAULT_PROFILE) -> Path:
 WEIGHT_DTYPES = ("float32", "float16")  # how exported weights may be stored
 
 
-def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32") -> Path:
+def export_model(
+    checkpoint_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    dtype: str = "float32",
+    average: Sequence[str | os.PathLike] = (),
+) -> Path:
     """Copy the inference part of a checkpoint (or model) directory, ``config.json`` and the EMA
     weights ``ema.safetensors``, into the model directory ``out``, with ``provenance.json``: the
     samples the weights have seen, whether the run finished, what it was trained from (the
     checkpoint's fingerprint: network, training settings, data version), the git commit and the
     date (a model directory exported again keeps the origin its provenance.json records).
     ``dtype="float16"`` stores the weights at half precision (half the bytes; networks load
-    them back as float32, see ``benchmarks/quality.py`` for the effect on quality). The copy is
-    checked to load before it replaces any file in ``out``. Returns ``out``."""
+    them back as float32, see ``benchmarks/quality.py`` for the effect on quality).
+    ``average``: further checkpoint or model directories of the same network (the same
+    config.json) whose EMA weights are averaged with this one's, tensor by tensor (a "model soup"
+    of runs that started from the same weights); their origins are listed under
+    ``averaged_with``, and ``samples`` stays the first one's. The copy is checked to load before it
+    replaces any file in ``out``. Returns ``out``."""
     from models.weights import CONFIG_FILE, WEIGHTS_FILE, load_networks
-    from pipeline.registry import git_commit
-    from pipeline.training.checkpoint import STATE_FILE
 
     source, out = Path(checkpoint_dir), Path(out)
-    if not source.is_dir():
-        raise InputError(source, "is not a directory (expected a checkpoint such as checkpoints/drmnet)")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (source / name).is_file():
-            raise InputError(source, f"has no {name}: not a trained checkpoint or model directory")
-    if out.resolve() == source.resolve():
-        raise InputError(out, "is the checkpoint itself; export to another directory")
+    others = [Path(other) for other in average]
+    for directory in (source, *others):
+        _check_model_dir(directory)
+        if out.resolve() == directory.resolve():
+            raise InputError(out, "is the checkpoint itself; export to another directory")
     if dtype not in WEIGHT_DTYPES:
         raise InputError("--dtype", f"{dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
-
-    samples = _weights_samples(source / WEIGHTS_FILE)
-    provenance: dict[str, Any] = {"source": str(source), "samples": samples, "dtype": dtype}
-    if (source / STATE_FILE).is_file():
-        state = _training_state(source / STATE_FILE)
-        if samples is not None and int(state.get("samples", -1)) != samples:
+    config = json.loads((source / CONFIG_FILE).read_text())
+    for other in others:
+        if json.loads((other / CONFIG_FILE).read_text()) != config:
             raise InputError(
-                source,
-                f"has EMA weights of {samples} samples but a {STATE_FILE} of {state.get('samples')} "
-                "(interrupted while saving?); export once the training has written its next snapshot",
+                other,
+                f"is another network than {source} (config.json differs): only one network's weights average",
             )
-        provenance.update(complete=state.get("complete"), fingerprint=state.get("fingerprint"))
-        provenance.update(git_commit=git_commit())
-    elif (source / PROVENANCE_FILE).is_file():  # a model directory exported again: keep its origin
-        earlier = json.loads((source / PROVENANCE_FILE).read_text())
-        keep = ("source", "complete", "fingerprint", "git_commit")
-        provenance.update({key: earlier[key] for key in keep if key in earlier}, exported_from=str(source))
-    else:
-        provenance.update(git_commit=git_commit())
+
+    provenance = _origin(source)
+    provenance.update(dtype=dtype)
+    if others:
+        provenance.update(averaged_with=[_origin(other) for other in others])
     provenance.update(exported=datetime.now(UTC).isoformat(timespec="seconds"))
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:
         staged = Path(tmp)
         shutil.copyfile(source / CONFIG_FILE, staged / CONFIG_FILE)
-        _copy_weights(source / WEIGHTS_FILE, staged / WEIGHTS_FILE, dtype)
+        _write_weights([d / WEIGHTS_FILE for d in (source, *others)], staged / WEIGHTS_FILE, dtype)
         (staged / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         try:
             load_networks(staged)
@@ -102,11 +101,52 @@ def export_model(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtyp
     return out
 
 
-def _copy_weights(source: Path, target: Path, dtype: str) -> None:
-    """The weights file as it is (float32) or with every floating tensor cast to ``dtype``,
+def _check_model_dir(directory: Path) -> None:
+    """A directory with ``config.json`` and the EMA weights, else an InputError naming it."""
+    from models.weights import CONFIG_FILE, WEIGHTS_FILE
+
+    if not directory.is_dir():
+        raise InputError(directory, "is not a directory (expected a checkpoint such as checkpoints/drmnet)")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise InputError(directory, f"has no {name}: not a trained checkpoint or model directory")
+
+
+def _origin(source: Path) -> dict[str, Any]:
+    """Where a checkpoint's (or model directory's) weights come from: the directory, the samples
+    they have seen, and from a checkpoint whether its run finished, its fingerprint and the git
+    commit; a model directory exported before keeps the origin its provenance.json records."""
+    from models.weights import WEIGHTS_FILE
+    from pipeline.registry import git_commit
+    from pipeline.training.checkpoint import STATE_FILE
+
+    samples = _weights_samples(source / WEIGHTS_FILE)
+    origin: dict[str, Any] = {"source": str(source), "samples": samples}
+    if (source / STATE_FILE).is_file():
+        state = _training_state(source / STATE_FILE)
+        if samples is not None and int(state.get("samples", -1)) != samples:
+            raise InputError(
+                source,
+                f"has EMA weights of {samples} samples but a {STATE_FILE} of {state.get('samples')} "
+                "(interrupted while saving?); export once the training has written its next snapshot",
+            )
+        origin.update(complete=state.get("complete"), fingerprint=state.get("fingerprint"))
+        origin.update(git_commit=git_commit())
+    elif (source / PROVENANCE_FILE).is_file():  # a model directory exported again: keep its origin
+        earlier = json.loads((source / PROVENANCE_FILE).read_text())
+        keep = ("source", "complete", "fingerprint", "git_commit", "averaged_with")
+        origin.update({key: earlier[key] for key in keep if key in earlier}, exported_from=str(source))
+    else:
+        origin.update(git_commit=git_commit())
+    return origin
+
+
+def _write_weights(sources: list[Path], target: Path, dtype: str) -> None:
+    """The first weights file as it is (one source, float32), else the per-tensor mean of the
+    sources' floating tensors cast to ``dtype`` (the others as in the first), the first's
     metadata kept."""
-    if dtype == "float32":
-        shutil.copyfile(source, target)
+    if len(sources) == 1 and dtype == "float32":
+        shutil.copyfile(sources[0], target)
         return
     import torch
     from safetensors import safe_open
@@ -114,10 +154,28 @@ def _copy_weights(source: Path, target: Path, dtype: str) -> None:
 
     from fileio.atomic import atomic_write
 
-    with safe_open(source, framework="pt") as f:
+    with safe_open(sources[0], framework="pt") as f:
         metadata = f.metadata()
         tensors = {key: f.get_tensor(key) for key in f.keys()}
-    cast = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in tensors.items()}
+    total = {k: v.double() for k, v in tensors.items() if v.is_floating_point()}
+    for other in sources[1:]:
+        with safe_open(other, framework="pt") as f:
+            if set(f.keys()) != set(tensors):
+                raise InputError(
+                    other.parent, f"holds other tensors than {sources[0].parent}: not the same network"
+                )
+            for key in total:
+                value = f.get_tensor(key)
+                if value.shape != total[key].shape:
+                    raise InputError(
+                        other.parent,
+                        f"{key}: shape {tuple(value.shape)}, not {tuple(total[key].shape)} (another network)",
+                    )
+                total[key] += value.double()
+    cast = {
+        k: (total[k] / len(sources)).to(getattr(torch, dtype)) if k in total else v
+        for k, v in tensors.items()
+    }
     with atomic_write(target) as tmp:  # safetensors would leave the file at mode 0600
         save_file(cast, tmp, metadata=metadata)
 

@@ -286,3 +286,43 @@ def test_the_registry_champion_comes_before_the_shipped_model(checkpoints, fresh
     monkeypatch.setattr(pipeline.pretrained, "registry_champion", lambda net: f"models:/{net}@champion")
     reference, line = default_model("drmnet")
     assert reference == "models:/drmnet@champion" and "the registry's champion" in line
+
+
+def test_an_averaged_export_is_the_mean_of_the_runs_weights(checkpoints, tmp_path, monkeypatch, capsys):
+    """`--average` writes the per-tensor mean of the runs' EMA weights (a model soup) and names
+    every run in provenance.json; a run of another network is refused, naming it."""
+    from safetensors.torch import load_file, save_file
+
+    first = load_file(checkpoints["drmnet"] / "ema.safetensors")
+    other = tmp_path / "other"  # the same network, every weight 1.0 higher
+    other.mkdir()
+    (other / "config.json").write_bytes((checkpoints["drmnet"] / "config.json").read_bytes())
+    save_file({k: v + 1.0 for k, v in first.items()}, other / "ema.safetensors", metadata={"samples": "64"})
+
+    out = tmp_path / "soup"
+    code, stdout, stderr = run_cli(
+        ["export-model", checkpoints["drmnet"], "--average", other, "--out", out], monkeypatch, capsys
+    )
+    assert code == 0, stdout + stderr
+    soup = load_file(out / "ema.safetensors")
+    assert soup.keys() == first.keys()
+    for key, value in first.items():
+        torch.testing.assert_close(soup[key], value + 0.5)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["source"] == str(checkpoints["drmnet"]) and provenance["complete"] is True
+    assert [(o["source"], o["samples"]) for o in provenance["averaged_with"]] == [(str(other), 64)]
+
+    code, _, stderr = run_cli(
+        [
+            "export-model",
+            checkpoints["drmnet"],
+            "--average",
+            checkpoints["obsnet"],
+            "--out",
+            tmp_path / "bad",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and f"{checkpoints['obsnet']}: is another network" in stderr, stderr
+    assert not (tmp_path / "bad" / "ema.safetensors").exists()

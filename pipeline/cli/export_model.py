@@ -21,14 +21,22 @@ def export_model(
     dtype: Annotated[
         str, typer.Option(help="Weights precision: float32 (as trained) or float16 (half the bytes).")
     ] = "float32",
+    average: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another checkpoint or model directory of the same network to average with, tensor "
+            "by tensor (repeatable; runs that started from the same weights)."
+        ),
+    ] = None,
 ) -> None:
     """Export the inference part of a checkpoint (config.json + EMA weights, no optimiser state)
     into a self-contained model directory that `drmnet estimate --model` loads, with its
-    provenance (samples, training settings, data version, git commit) in provenance.json."""
+    provenance (samples, training settings, data version, git commit) in provenance.json; with
+    --average, the mean of several runs' weights and the provenance of each."""
     from pipeline.pretrained import export_model as export
 
     check_out_dir(out)
-    directory = export(checkpoint, out, dtype)
+    directory = export(checkpoint, out, dtype, average or ())
     for path in sorted(directory.iterdir()):
         if path.is_file():
             print(f"{path}  ({path.stat().st_size / 1e6:.2f} MB)")
