@@ -58,10 +58,11 @@ def export_model(
     ``dtype="float16"`` stores the weights at half precision (half the bytes; networks load
     them back as float32, see ``benchmarks/quality.py`` for the effect on quality).
     ``average``: further checkpoint or model directories of the same network (the same
-    config.json) whose EMA weights are averaged with this one's, tensor by tensor (a "model soup"
-    of runs that started from the same weights); their origins are listed under
-    ``averaged_with``, and ``samples`` stays the first one's. The copy is checked to load before it
-    replaces any file in ``out``. Returns ``out``."""
+    config.json) whose EMA weights are averaged with this one's, tensor by tensor (runs of one
+    lineage: the ends of successive learning-rate cycles, as stochastic weight averaging takes
+    them, or fine-tunes of the same weights); their origins are listed under ``averaged_with``,
+    and ``samples`` stays the first one's. The copy is checked to load before it replaces any
+    file in ``out``. Returns ``out``."""
     from models.weights import CONFIG_FILE, WEIGHTS_FILE, load_networks
 
     source, out = Path(checkpoint_dir), Path(out)

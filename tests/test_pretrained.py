@@ -289,7 +289,7 @@ def test_the_registry_champion_comes_before_the_shipped_model(checkpoints, fresh
 
 
 def test_an_averaged_export_is_the_mean_of_the_runs_weights(checkpoints, tmp_path, monkeypatch, capsys):
-    """`--average` writes the per-tensor mean of the runs' EMA weights (a model soup) and names
+    """`--average` writes the per-tensor mean of the runs' EMA weights (weight averaging) and names
     every run in provenance.json; a run of another network is refused, naming it."""
     from safetensors.torch import load_file, save_file
 

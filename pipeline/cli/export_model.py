@@ -25,7 +25,7 @@ def export_model(
         list[Path] | None,
         typer.Option(
             help="Another checkpoint or model directory of the same network to average with, tensor "
-            "by tensor (repeatable; runs that started from the same weights)."
+            "by tensor (repeatable; runs of one lineage, e.g. the ends of successive learning-rate cycles)."
         ),
     ] = None,
 ) -> None:
