@@ -236,7 +236,7 @@ def train(args: argparse.Namespace) -> None:
     network = network_config(params, "drmnet", args.profile)
     kwargs, options = _loop_kwargs("drmnet", settings)
     family = DRMNet(network, **options)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or settings.batch_size
     lr = args.lr or kwargs["lr"]
     data_dir = Path(args.data)
