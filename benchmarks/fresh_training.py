@@ -10,8 +10,10 @@ or shards. Three steps, each its own process (Mitsuba's and torch's GPU memory n
 ``plan_sample`` per index, one ``make_samples`` call per envmap block, so sample i is the same
 pure function of (params, index) as in a shard), planning in worker processes and rendering in
 this one, until ``--seconds`` have passed or ``--max-samples`` are made; it writes
-``refmaps.npy`` (N, 4, 3, R, R) float32 (L_K, L_k, L_{k−1}, L_0), ``materials.npy`` (N, 2, 6)
-(z_K, z_k), ``steps.npy`` (N, 2) int64 (k, K) and ``data.json`` (N, settings).
+``refmaps.npy`` (M, 4, 3, R, R) float32 (L_K, L_k, L_{k−1}, L_0; M = ``--max-samples``, the first
+N rows made), ``materials.npy`` (N, 2, 6) (z_K, z_k), ``steps.npy`` (N, 2) int64 (k, K) and,
+last, ``data.json`` (N, settings): a render stopped before it has no ``data.json``, and ``train``
+refuses its directory.
 
 ``train`` runs the project's training loop (``pipeline.training.loop``, the profile's
 ``train_drmnet`` settings and networks) on those arrays held on the GPU, reshuffled each epoch.
@@ -155,7 +157,11 @@ def render(args: argparse.Namespace) -> None:
 def _arrays(data_dir: Path, device):
     import torch
 
+    if not (data_dir / "data.json").is_file():
+        raise SystemExit(f"{data_dir}: no data.json, so no finished render: run `render` (again)")
     meta = json.loads((data_dir / "data.json").read_text())
+    if not meta["finite"]:
+        raise SystemExit(f"{data_dir}: the rendered refmaps hold NaN/Inf values")
     n = meta["samples"]
     refmaps = torch.from_numpy(np.load(data_dir / "refmaps.npy", mmap_mode="r")[:n].copy()).to(device)
     materials = torch.from_numpy(np.load(data_dir / "materials.npy")).to(device)
