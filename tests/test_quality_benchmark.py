@@ -59,7 +59,20 @@ def test_benchmark_scores_every_item_and_ends_with_the_headline(tmp_path, qualit
     lines = quality.report_lines(result)
     assert lines[-1].startswith("gain over the observation-as-mirror baseline: ")
     assert lines[-1].endswith(f"won {headline['items_won']} of 4 items / {headline['maps_won']} of 2 maps")
+    assert lines[-2].startswith("95 % interval of the gains") and "log luminance" in lines[-2]
 
     # A map's items depend on the seed and its id, not on which other maps run beside it.
     alone = quality.run_benchmark(estimator, envmaps[1:], items=2, samples=2, spp=4, seed=0)
     assert alone["maps"][0]["rel_si_rmse"] == result["maps"][1]["rel_si_rmse"]
+
+
+def test_gain_interval_is_the_paired_bootstrap_spread(quality):
+    model, baseline = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 2.0, 4.0, 8.0])
+    assert quality.gain_interval(baseline, baseline) == [0.0, 0.0]  # the baseline itself: no gain
+    # A constant ratio survives every resampling: the interval is that one gain.
+    np.testing.assert_allclose(quality.gain_interval(0.5 * baseline, baseline), [0.5, 0.5])
+    low, high = quality.gain_interval(model, baseline)
+    point = 1.0 - model.mean() / baseline.mean()  # 0.375
+    assert low < point < high
+    # Every resample mean lies between the items' best and worst ratios (1 − 1/2 … 1 − 1/1).
+    assert 0.0 <= low and high <= 0.5
