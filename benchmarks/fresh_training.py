@@ -17,7 +17,7 @@ refuses its directory.
 
 ``train`` runs the project's training loop (``pipeline.training.loop``, the profile's
 ``train_drmnet`` settings and networks) on those arrays held on the GPU, reshuffled each epoch.
-Its length follows from the time budget: a short probe measures the step rate, and
+Its length follows from the time budget: a short probe (two ticks of the loop) measures its rate, and
 ``total_samples`` is what the rest of the budget holds, so the warm-up, constant and cosine phases
 of the schedule keep their shares (``lr_decay_samples`` is the profile's share of its total).
 ``--init-from`` starts from a model directory (fine-tuning; then the decay covers the whole run
@@ -193,39 +193,20 @@ def _batches(refmaps, materials, steps, batch_size: int, seed: int):
     return epoch_batches
 
 
-def _probe_rate(family, batches, lr: float, device, seconds: float) -> float:
-    """Training samples per second of the family's step (loss, backward, AdamW), measured."""
-    import torch
+def _probe_rate(family, batches, device, loop_kwargs: dict, batch_size: int, steps: int) -> float:
+    """Training samples per second of the training loop itself: the rate of its second tick of
+    ``steps`` steps (the first holds the start-up: kernel selection, allocator warm-up), run in a
+    throwaway directory."""
+    import tempfile
 
-    from pipeline.training.batches import BatchStream
+    from pipeline.training.loop import training_loop
 
-    nets = {name: net.to(device).train() for name, net in family.networks().items()}
-    params = [p for net in nets.values() for p in net.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    generator = torch.Generator(device).manual_seed(0)
-    stream = BatchStream(batches, device)
-    amp = device.type == "cuda"
-
-    def step():
-        batch = next(stream)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _, _ = family.loss(nets, batch, generator, 0, 1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        return batch["refmap_obs"].shape[0]
-
-    for _ in range(5):
-        step()
-    if amp:
-        torch.cuda.synchronize()
-    start, samples = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        samples += step()
-    if amp:
-        torch.cuda.synchronize()
-    return samples / (time.perf_counter() - start)
+    tick = steps * batch_size
+    probe = {**loop_kwargs, "total_samples": 2 * tick, "tick_samples": tick, "init_from": None}
+    probe.update(snapshot_ticks=2, keep_snapshots=False, preview_ticks=0)
+    with tempfile.TemporaryDirectory(prefix="probe.") as run_dir:
+        metrics = training_loop(family, batches, run_dir, device=device, log=lambda line: None, **probe)
+    return metrics["samples_per_second"]
 
 
 def train(args: argparse.Namespace) -> None:
@@ -252,7 +233,7 @@ def train(args: argparse.Namespace) -> None:
     batches = _batches(refmaps, materials, steps, batch_size, args.seed)
     log(f"train: {len(refmaps)} samples of {data_dir} on {device}; batch {batch_size}, lr {lr}")
 
-    rate = _probe_rate(family, batches, lr, device, args.probe_seconds)
+    rate = _probe_rate(family, batches, device, {**kwargs, "lr": lr}, batch_size, args.probe_steps)
     remaining = deadline - time.perf_counter() - args.reserve_seconds
     total = max(batch_size, int(rate * remaining * args.rate_share) // batch_size * batch_size)
     profile_total = kwargs["total_samples"]
@@ -360,7 +341,7 @@ def main() -> None:
     t.add_argument("--data", required=True)
     t.add_argument("--seconds", type=float, required=True, help="wall-clock budget from the start")
     t.add_argument("--reserve-seconds", type=float, default=15, help="kept for the export")
-    t.add_argument("--probe-seconds", type=float, default=10)
+    t.add_argument("--probe-steps", type=int, default=20, help="steps per tick of the rate probe (two ticks)")
     t.add_argument("--rate-share", type=float, default=0.9, help="share of the probed rate planned for")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)

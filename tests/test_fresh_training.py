@@ -76,7 +76,7 @@ def test_in_memory_samples_are_the_shards_samples_and_training_writes_a_model(tm
         assert tuple(steps[i]) == (sample["k"], sample["K"])
 
     model = tmp_path / "model"
-    run("train", *common, "--data", str(data), "--seconds", "6", "--probe-seconds", "1",
+    run("train", *common, "--data", str(data), "--seconds", "6", "--probe-steps", "2",
         "--reserve-seconds", "0", "--batch-size", "4", "--run-dir", str(tmp_path / "run"),
         "--out", str(model))  # fmt: skip
     summary = json.loads((model / "train.json").read_text())
