@@ -4,7 +4,7 @@ observations), so the figures measure the DRM process alone.
 
     .venv/bin/python benchmarks/quality.py [--model MODEL] \\
         [--envmaps data/envmaps/test] [--kinds real] [--items-per-map 16] [--samples 4] \\
-        [--spp 64] [--seed 0] [--threads 1] [--sampling-noise DELTA] [--json OUT]
+        [--spp 64] [--seed 0] [--threads 1] [--sampling-noise DELTA] [--known-material] [--json OUT]
 
 For each envmap of the split directory whose ``kind`` (its envmaps table) is chosen (default
 ``real``: the held-out real HDR maps; ``--kinds all`` or e.g. ``--kinds sky,studio``), seeded
@@ -13,7 +13,8 @@ random principled materials z ~ U[0, 1]^6 and view azimuths are drawn. One
 observation L_K and its ground-truth mirror refmap L_0 (material ``MIRROR`` at the same view
 azimuth, as the dataset renders L_0). The estimator (``models.estimator.Estimator.estimate``:
 intensity normalisation, ``sample_drm``, back to the observation's scale) draws N samples per
-observation. Rows:
+observation; ``--known-material`` gives it each item's true material instead of RefNet's estimate
+(what the light's estimate loses to RefNet's errors). Rows:
 
 - ``drmnet``: the per-pixel mean of the N sampled mirror refmaps;
 - ``drmnet_one``: each metric averaged over the N samples (what one draw gives);
@@ -87,9 +88,11 @@ def evaluate_map(
     spp: int,
     seed: int,
     max_steps: int | None = None,
+    known_material: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per item and method: ``{"item", "method", <metric>: value}`` under one envmap
-    (H, 2H, 3); materials, azimuths and noise all follow from ``seed``."""
+    (H, 2H, 3); materials, azimuths and noise all follow from ``seed``. ``known_material``: the
+    estimator is given each item's true material (RefNet not run)."""
     import torch
 
     from rendering.principled import MIRROR
@@ -113,6 +116,7 @@ def evaluate_map(
         num_samples=samples,
         seed=int(rng.integers(2**31)),
         max_steps=max_steps,
+        material=torch.from_numpy(z) if known_material else None,
     )
     sampled = result.mirror.cpu().numpy().astype(np.float64)  # (items, N, 3, R, R)
     steps = result.steps.float().mean(dim=1).cpu().numpy()  # (items,) DRM steps, mean over samples
@@ -140,6 +144,7 @@ def run_benchmark(
     spp: int = 64,
     seed: int = 0,
     max_steps: int | None = None,
+    known_material: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every (id, kind, envmap); returns ``{"rows", "summary", "maps", "headline"}``
     (plain JSON data). Each map's items are seeded by (``seed``, the map's id), so a map scores
@@ -149,7 +154,14 @@ def run_benchmark(
         start = time.perf_counter()
         map_seed = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(envmap_id.encode()),))
         map_rows = evaluate_map(
-            estimator, envmap, items, samples, spp, int(map_seed.generate_state(1)[0]), max_steps
+            estimator,
+            envmap,
+            items,
+            samples,
+            spp,
+            int(map_seed.generate_state(1)[0]),
+            max_steps,
+            known_material,
         )
         seconds = time.perf_counter() - start
         rows += [{"envmap_id": envmap_id, "kind": kind, "seconds": seconds, **r} for r in map_rows]
@@ -280,6 +292,11 @@ def main() -> None:
         help="the sampler's δ (drm.sampling_noise) instead of the model's, for an A/B of the setting",
     )
     parser.add_argument(
+        "--known-material",
+        action="store_true",
+        help="give the estimator each item's true material instead of RefNet's estimate",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -315,10 +332,18 @@ def main() -> None:
         f"{len(chosen)} envmaps of {args.envmaps} ({args.kinds}); {args.items_per_map} items each, "
         f"{args.samples} samples (δ = {estimator.drmnet_config.drm.sampling_noise}), {args.spp} spp, "
         f"seed {args.seed}; {torch.get_num_threads()} torch threads"
+        + ("; the true materials given (no RefNet)" if args.known_material else "")
     )
     envmaps = [(i, k, read_envmap(path)) for i, k, path in chosen]
     result = run_benchmark(
-        estimator, envmaps, args.items_per_map, args.samples, args.spp, args.seed, args.max_steps
+        estimator,
+        envmaps,
+        args.items_per_map,
+        args.samples,
+        args.spp,
+        args.seed,
+        args.max_steps,
+        args.known_material,
     )
     if args.json is not None:
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

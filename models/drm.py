@@ -93,8 +93,8 @@ def dark_weights(target: torch.Tensor, offset: float) -> torch.Tensor:
 
 
 def drm_loss(
-    residual: torch.Tensor,
-    residual_target: torch.Tensor,
+    residual: torch.Tensor | None,
+    residual_target: torch.Tensor | None,
     z_k: torch.Tensor,
     z_k_target: torch.Tensor,
     z_K: torch.Tensor,
@@ -102,22 +102,25 @@ def drm_loss(
     weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """10·L2(residual) + 0.1·(L2(z_k) + L2(z_K)) / 2, L2 = mean squared error (the residual's
-    weighted per pixel by ``weights`` if given). Returns the total and its parts (detached) for
-    logging."""
-    if weights is None:
-        illnet = F.mse_loss(residual.float(), residual_target)
-    else:
-        illnet = (weights * (residual.float() - residual_target) ** 2).mean()
+    weighted per pixel by ``weights`` if given; without a ``residual``, RefNet's part alone).
+    Returns the total and its parts (detached) for logging."""
     z_k_loss = F.mse_loss(z_k.float(), z_k_target)
     z_K_loss = F.mse_loss(z_K.float(), z_K_target)
-    total = ILLNET_WEIGHT * illnet + REFNET_WEIGHT * (z_k_loss + z_K_loss) / 2
-    parts = {
+    total = REFNET_WEIGHT * (z_k_loss + z_K_loss) / 2
+    parts = {}
+    if residual is not None:
+        if weights is None:
+            illnet = F.mse_loss(residual.float(), residual_target)
+        else:
+            illnet = (weights * (residual.float() - residual_target) ** 2).mean()
+        total = ILLNET_WEIGHT * illnet + total
+        parts["loss_residual"] = illnet.detach()
+    return total, {
         "loss": total.detach(),
-        "loss_residual": illnet.detach(),
+        **parts,
         "loss_z_k": z_k_loss.detach(),
         "loss_z_K": z_K_loss.detach(),
     }
-    return total, parts
 
 
 def drm_training_loss(
@@ -128,6 +131,7 @@ def drm_training_loss(
     teacher_forcing: bool,
     generator: torch.Generator | None = None,
     loss_offset: float = 0.1,
+    illnet_loss: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of one DRMNet batch (keys of a DRMNet sample, see pipeline/reader.py).
 
@@ -136,7 +140,8 @@ def drm_training_loss(
     the noise in its input, otherwise noise would pile up as δ·√steps. With ``teacher_forcing``
     IllNet is conditioned on the true z_k, else on RefNet's (detached: RefNet learns only from
     its own loss). ``loss_offset`` below 0.1 weighs IllNet's error towards dark pixels
-    (:func:`dark_weights`); 0.1 is the plain L2 in T.
+    (:func:`dark_weights`); 0.1 is the plain L2 in T. ``illnet_loss=False`` (RefNet trained
+    alone): IllNet is not run and the loss is RefNet's part.
     """
     scale = intensity_scale(batch["refmap_obs"], config)
     observation = to_network(batch["refmap_obs"], scale)
@@ -148,6 +153,8 @@ def drm_training_loss(
 
     z_K = refnet(noisy, observation, K - 1 - k)
     z_k = material_at(z_K.float(), k, K, config)
+    if not illnet_loss:
+        return drm_loss(None, None, z_k, batch["z_k"], z_K, batch["z_obs"])
     condition = batch["z_k"] if teacher_forcing else z_k.detach()
     residual = illnet(noisy, observation, condition - mirror_material(config, condition))
     weights = None if loss_offset == 0.1 else dark_weights(target, loss_offset)

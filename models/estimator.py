@@ -98,6 +98,16 @@ class Estimator:
             raise ValueError(f"{name} must hold finite values >= 0")
         return x
 
+    def _known_material(self, material: torch.Tensor, batch: int) -> torch.Tensor:
+        z = torch.as_tensor(material, dtype=torch.float32, device=self.device)
+        if z.ndim == 1:
+            z = z[None].expand(batch, -1)
+        if z.shape != (batch, 6):
+            raise ValueError(f"material has shape {tuple(z.shape)}; expected (6,) or ({batch}, 6)")
+        if not torch.isfinite(z).all() or (z < 0).any() or (z > 1).any():
+            raise ValueError("material must hold finite values in [0, 1]")
+        return z
+
     @torch.no_grad()
     def complete(
         self,
@@ -127,6 +137,7 @@ class Estimator:
         keep_intermediates: bool = False,
         ddim_progress: DDIMProgress | None = None,
         drm_progress: DRMProgress | None = None,
+        material: torch.Tensor | None = None,
     ) -> Estimate:
         """Estimate the mirror refmap and the material of observed refmaps.
 
@@ -137,10 +148,13 @@ class Estimator:
         its ``diffusion.sampling_steps``). ``ddim_progress(step,
         steps)`` follows ObsNet's completion (only run when the mask has holes) and
         ``drm_progress(step, max_steps, running)`` the DRM sampling, ``running`` counting the
-        B·N samples (see models.ddpm.DDIMProgress and models.sampler.DRMProgress).
+        B·N samples (see models.ddpm.DDIMProgress and models.sampler.DRMProgress). ``material``:
+        the observed material z when it is known, (6,) for every input or (B, 6), each value in
+        [0, 1]; RefNet is then not run (see models.sampler.sample_drm).
         """
         refmap = self._as_batch(refmap, 3, "refmap")
         b, n = refmap.shape[0], num_samples
+        known = None if material is None else self._known_material(material, b).repeat_interleave(n, dim=0)
         generator = torch.Generator(self.device).manual_seed(seed)
         completed = refmap.repeat_interleave(n, dim=0)
         if mask is not None:
@@ -158,6 +172,7 @@ class Estimator:
             max_steps,
             keep_intermediates,
             drm_progress,
+            known,
         )
 
         def per_input(x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The DRM sampler: from an observed refmap to the refmap of a perfect mirror, step by step.
 
 All in the transformed domain (:func:`models.drm.to_network`). Start from L_K + δ·noise; at step
-i = 0, 1, …: RefNet → ẑ_K (clamped to [0, 1]), ẑ_k = z0 + γ^i (ẑ_K − z0);
+i = 0, 1, …: RefNet → ẑ_K (clamped to [0, 1]; a known material, when given, instead: RefNet is
+not run), ẑ_k = z0 + γ^i (ẑ_K − z0);
 L ← L + IllNet(L, L_K, ẑ_k − z0), plus δ·noise unless the sample stops here: once ‖ẑ_k − z0‖ < ε
 (or after ``max_steps`` steps) that noise-free step is its last, as in the paper's released code,
 so the result carries no sampling noise of its own (the trained IllNet also removes the noise in
@@ -36,7 +37,7 @@ class DRMSamples:
     """Result of :func:`sample_drm` for a batch of B observations (T domain)."""
 
     mirror: torch.Tensor  # (B, 3, R, R) the estimated mirror refmap L_0
-    material: torch.Tensor  # (B, 6) RefNet's ẑ_K at the step the sample stopped
+    material: torch.Tensor  # (B, 6) RefNet's ẑ_K at the step the sample stopped (or the known one)
     steps: torch.Tensor  # (B,) int64 IllNet steps taken
     converged: torch.Tensor  # (B,) bool: stopped by ‖ẑ_k − z0‖ < ε rather than by max_steps
     # states before each RefNet evaluation, (B, 3, R, R): [0] is L_K + δ·noise; stopped samples frozen
@@ -53,8 +54,12 @@ def sample_drm(
     max_steps: int | None = None,
     keep_intermediates: bool = False,
     progress: DRMProgress | None = None,
+    known_material: torch.Tensor | None = None,
 ) -> DRMSamples:
     """Run the reverse DRM process on observations (B, 3, R, R) in the T domain.
+
+    ``known_material`` (B, 6) in [0, 1]: the observed materials z_K when they are known (e.g. a probe
+    of a measured material); RefNet is then not run and the process follows their schedule.
 
     ``generator`` seeds the noise (the same seed gives the same samples); the noise of step i is
     drawn for the whole batch, so a sample's noise does not depend on when the others stop.
@@ -78,8 +83,11 @@ def sample_drm(
         idx = active.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        step_index = torch.full((idx.numel(),), i, dtype=torch.long, device=device)
-        z_K = refnet(state[idx], observation[idx], step_index).float().clamp(0.0, 1.0)
+        if known_material is None:
+            step_index = torch.full((idx.numel(),), i, dtype=torch.long, device=device)
+            z_K = refnet(state[idx], observation[idx], step_index).float().clamp(0.0, 1.0)
+        else:
+            z_K = known_material[idx].to(device=device, dtype=torch.float32)
         material[idx] = z_K
         if i == max_steps:  # only with max_steps = 0: RefNet's answer, no step
             break

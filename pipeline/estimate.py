@@ -91,10 +91,13 @@ def estimate_refmap(
     observed_mask: np.ndarray,
     settings: EstimateSettings = EstimateSettings(),
     progress: bool = False,
+    material: np.ndarray | None = None,
 ) -> Estimation:
     """Run ObsNet (when pixels are unobserved) and DRMNet on one observed refmap (3, R, R) with its
     mask (R, R) bool; ``settings.samples`` samples in one batch. ``progress`` shows a rich
-    progress bar over the sampling steps."""
+    progress bar over the sampling steps. ``material``: the object's material z (6,) when it is
+    known (checked by the caller, e.g. ``rendering.principled.parse_material``): RefNet is not
+    run and every sample keeps it."""
     import torch
 
     from rendering.refmap import mirror_to_envmap
@@ -130,6 +133,7 @@ def estimate_refmap(
             sampling_steps=settings.sampling_steps,
             ddim_progress=ddim_cb,
             drm_progress=drm_cb,
+            material=None if material is None else torch.from_numpy(np.asarray(material, np.float32)),
         )
     mirrors = result.mirror[0].cpu().numpy().astype(np.float32)
     envmaps, valid = [], None
@@ -195,10 +199,12 @@ def estimate_image(
     sources: tuple[object, object, object] = ("image", "normals", "mask"),
     progress: bool = False,
     repair: bool = False,
+    material: np.ndarray | None = None,
 ) -> Estimation:
     """An object image (H, W, 3) with its camera-frame normals (H, W, 3) and mask (H, W) bool →
     :class:`Estimation`. The checks and repairs of :func:`rendering.observation.image_to_refmap`
-    apply (``settings.erode``; ``repair``: fill NaN/Inf pixels inside the mask instead of refusing)."""
+    apply (``settings.erode``; ``repair``: fill NaN/Inf pixels inside the mask instead of refusing);
+    ``material`` as in :func:`estimate_refmap`."""
     from rendering.observation import image_to_refmap
 
     observed, observed_mask = image_to_refmap(
@@ -211,7 +217,7 @@ def estimate_image(
         repair=repair,
     )
     check_light(observed, observed_mask, sources[0])
-    return estimate_refmap(estimator, observed, observed_mask, settings, progress)
+    return estimate_refmap(estimator, observed, observed_mask, settings, progress, material)
 
 
 def estimate_files(
@@ -222,9 +228,11 @@ def estimate_files(
     settings: EstimateSettings = EstimateSettings(),
     progress: bool = False,
     repair: bool = False,
+    material: np.ndarray | None = None,
 ) -> tuple[Estimation, np.ndarray, np.ndarray]:
     """Read the observation files (checked, warnings and errors name the file) and estimate;
-    ``repair`` as in :func:`estimate_image`. Returns (estimation, image (H, W, 3), mask (H, W))."""
+    ``repair`` and ``material`` as in :func:`estimate_image`. Returns (estimation, image (H, W, 3),
+    mask (H, W))."""
     from rendering.observation import load_observation_files
 
     image_path = Path(image_path)
@@ -236,7 +244,9 @@ def estimate_files(
         )
     image, normals, mask = load_observation_files(image_path, normals_path, mask_path)
     sources = (image_path, normals_path, mask_path if mask_path is not None else f"{normals_path} (mask)")
-    estimation = estimate_image(estimator, image, normals, mask, settings, sources, progress, repair)
+    estimation = estimate_image(
+        estimator, image, normals, mask, settings, sources, progress, repair, material
+    )
     return estimation, image, mask
 
 

@@ -401,6 +401,10 @@ class DRMNetTrainSettings(TrainSettings):
     # IllNet's error measured in log10(x + this) of the normalised refmap (models/drm.py dark_weights):
     # 0.1 is the plain L2 in the networks' domain T; smaller weighs the dark regions more.
     loss_offset: float = setting(0.1, gt=0, le=0.1)
+    # The networks this run trains; one left out keeps init_from's weights (required then). With
+    # teacher forcing the two learn independently, so RefNet alone retrains at a fraction of the
+    # cost (a network whose size differs from init_from's starts from fresh weights).
+    networks: tuple[Literal["illnet", "refnet"], ...] = ("illnet", "refnet")
 
 
 @dataclass(frozen=True)

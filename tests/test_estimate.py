@@ -76,6 +76,27 @@ def test_estimate_writes_every_sample_and_their_mean_and_spread(workspace, monke
     assert len(summary["samples"]) == 3 and summary["envmap_height"] == 8
 
 
+def test_a_known_material_is_kept_by_every_sample_and_recorded(workspace, monkeypatch, capsys):
+    """`--material` (a probe of known material): RefNet is not asked, every sample reports that
+    material; a malformed or out-of-range one is refused before any work, naming the option."""
+    obj_dir = workspace["object"]
+    files = [obj_dir / "image.exr", obj_dir / "normals.npy", obj_dir / "mask.png"]
+    models = ["--model", workspace["drmnet"], "--obsnet", workspace["obsnet"]]
+    known = ",".join(f"{v:g}" for v in MATERIAL)
+    out, refused = workspace["root"] / "known", workspace["root"] / "refused"
+    args = ["estimate", *files, *models, "--samples", 2, "--envmap-height", 8]
+    code, output = run_cli([*args, "--out", out, "--material", known], monkeypatch, capsys)
+    assert code == 0, output
+    summary = json.loads((out / "estimate.json").read_text())
+    assert summary["inputs"]["material"] == pytest.approx(MATERIAL.tolist())
+    for record in summary["samples"]:
+        assert record["z"] == pytest.approx(MATERIAL.tolist())
+    for bad, problem in [("0.5,0.5", "expected 6 comma-separated values"), ("0,1,1,1,1.5,1", "[0, 1]")]:
+        code, output = run_cli([*args, "--out", refused, "--material", bad], monkeypatch, capsys)
+        assert code != 0 and "--material" in output and problem in output, output
+        assert not refused.exists()
+
+
 def test_estimates_are_reproducible_and_in_the_units_of_the_input(workspace):
     """Same seed → same samples; an image k times brighter → envmaps k times brighter (the
     networks' intensity normalisation is undone) and the same materials."""

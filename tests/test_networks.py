@@ -152,3 +152,40 @@ def test_model_files_round_trip(tmp_path):
 def test_estimator_rejects_refmaps_of_another_resolution():
     with pytest.raises(ValueError, match=f"{R}×{R} model"):
         _estimator().estimate(torch.rand(3, 2 * R, 2 * R))
+
+
+def test_a_known_material_replaces_refnet_and_sets_the_schedule():
+    """A probe of known material: RefNet is never run, every sample keeps that material, and the
+    process takes the steps its schedule gives (a rougher material, more steps)."""
+    from models.drm import schedule_length
+
+    est = _estimator()
+
+    class NoRefNet(torch.nn.Module):
+        def forward(self, *args):
+            raise AssertionError("RefNet ran although the material is known")
+
+    est.refnet = NoRefNet()
+    refmap = torch.rand(2, 3, R, R) + 0.1
+    known = torch.tensor([[0.0, 0.5, 0.5, 0.5, 0.6, 0.5], [1.0, 0.9, 0.9, 0.9, 0.1, 1.0]])
+    out = est.estimate(refmap, num_samples=2, seed=0, material=known)
+    assert torch.equal(out.material, known[:, None].expand(2, 2, 6))
+    assert out.converged.all()
+    expected = schedule_length(known, est.drmnet_config.drm)
+    assert torch.equal(out.steps, expected[:, None].expand(2, 2))
+    assert out.steps[0, 0] > out.steps[1, 0] > 0
+    one = est.estimate(refmap[:1], num_samples=1, seed=0, material=known[0])  # (6,): every input
+    assert torch.equal(one.material[0, 0], known[0])
+
+
+@pytest.mark.parametrize(
+    "material, problem",
+    [
+        (torch.full((5,), 0.5), "shape"),
+        (torch.full((6,), 1.5), r"\[0, 1\]"),
+        (torch.full((6,), float("nan")), "finite"),
+    ],
+)
+def test_estimator_rejects_a_bad_known_material(material, problem):
+    with pytest.raises(ValueError, match=problem):
+        _estimator().estimate(torch.rand(3, R, R), material=material)

@@ -250,3 +250,48 @@ def test_a_run_starts_from_another_models_weights_and_keeps_its_snapshots(trajec
     with pytest.raises(InputError, match=r"a: cannot start a training from it: another network \(illnet"):
         training_loop(DRMNet(other), data, tmp_path / "b", init_from=tmp_path / "a", **tuned)
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == before
+
+
+def test_refnet_trains_alone_keeping_illnet_as_it_was(trajectories, tmp_path):
+    """``networks: [refnet]``: IllNet keeps init_from's weights bit for bit (and is not run) while
+    RefNet learns; a RefNet of another size there starts fresh; leaving a network out without
+    init_from is one clear error."""
+    config = DRMNetConfig(R, NET, NET)
+    data = batches(trajectories[::3], 8)
+    quiet = dict(warmup_samples=0, ema_halflife_samples=50)
+    training_loop(
+        DRMNet(config), data, tmp_path / "start", total_samples=16, tick_samples=8, log=print, **quiet
+    )
+    start = load_file(tmp_path / "start" / "ema.safetensors")
+
+    def refnet_alone(net_config, run, lines):
+        training_loop(
+            DRMNet(net_config, networks=("refnet",)),
+            data,
+            tmp_path / run,
+            init_from=tmp_path / "start",
+            total_samples=800,
+            lr=3e-3,
+            tick_samples=200,
+            plot_path=tmp_path / f"{run}.csv",
+            log=lines.append,
+            **quiet,
+        )
+        with open(tmp_path / f"{run}.csv") as f:
+            return list(csv.DictReader(f)), load_file(tmp_path / run / "ema.safetensors")
+
+    lines = []
+    curve, tuned = refnet_alone(config, "refnet", lines)
+    assert "(not trained, kept: illnet)" in lines[0]
+    illnet = [k for k in start if k.startswith("illnet.")]
+    assert illnet and all(torch.equal(tuned[k], start[k]) for k in illnet)
+    assert float(curve[-1]["loss_z_K"]) < 0.5 * float(curve[0]["loss_z_K"])
+    assert "loss_residual" not in curve[0]  # IllNet was not run
+
+    wider = DRMNetConfig(R, NET, UNetConfig(channels=16, multipliers=(1, 2), res_blocks=1, attention=(8,)))
+    lines = []
+    _, tuned = refnet_alone(wider, "wider", lines)
+    assert "fresh weights (another size there): refnet" in lines[0]
+    assert all(torch.equal(tuned[k], start[k]) for k in illnet)
+    with pytest.raises(InputError, match=r"train_drmnet leaves illnet untrained: set init_from"):
+        training_loop(DRMNet(config, networks=("refnet",)), data, tmp_path / "none", total_samples=8)

@@ -50,6 +50,13 @@ def estimate(
         int | None,
         typer.Option(help="Erode the object mask's edge by this many pixels (default: estimate.erode)."),
     ] = None,
+    material: Annotated[
+        str | None,
+        typer.Option(
+            help="The object's material when it is known, 'metallic,r,g,b,roughness,specular' in [0, 1] "
+            "(e.g. a calibrated probe): RefNet is not run (default: estimated).",
+        ),
+    ] = None,
     repair: Annotated[
         bool,
         typer.Option("--repair", help="Fill NaN/Inf pixels inside the mask instead of refusing the image."),
@@ -61,6 +68,7 @@ def estimate(
     one-page overview.png."""
     from pipeline.estimate import EstimateSettings, estimate_files, write_estimation
     from pipeline.registry import load_estimator
+    from rendering.principled import parse_material
 
     overrides = {"samples": samples, "seed": seed, "envmap_height": envmap_height, "erode": erode}
     settings = dataclasses.replace(  # the file's section (checked there), then the options (checked here)
@@ -74,17 +82,19 @@ def estimate(
     check_range("--samples", settings.samples, 1, MAX_SAMPLES)
     check_range("--envmap-height", settings.envmap_height, 2, MAX_ENVMAP_HEIGHT)
     check_range("--seed", settings.seed, 0, MAX_SEED)
+    known = None if material is None else parse_material(material, "--material")
     check_out_dir(out)
     model, obsnet = _model_or_default("drmnet", model), _model_or_default("obsnet", obsnet)
     estimator = load_estimator(model, None if obsnet.lower() == "none" else obsnet)
     estimation, pixels, object_mask = estimate_files(
-        estimator, image, normals, mask, settings, progress=True, repair=repair
+        estimator, image, normals, mask, settings, progress=True, repair=repair, material=known
     )
     inputs = {
         "image": str(image),
         "normals": str(normals),
         "mask": str(mask) if mask else None,
         "repair": repair,
+        "material": None if known is None else [float(v) for v in known],
     }
     inputs.update(model=model, obsnet=obsnet)
     write_estimation(estimation, out, pixels, object_mask, settings, inputs)

@@ -237,22 +237,31 @@ def keep_snapshot(
 
 
 def initial_weights(
-    directory: str | os.PathLike, config: DRMNetConfig | ObsNetConfig
-) -> dict[str, torch.Tensor]:
+    directory: str | os.PathLike,
+    config: DRMNetConfig | ObsNetConfig,
+    frozen: frozenset[str] = frozenset(),
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The inference weights of the model directory (or checkpoint) ``directory`` to start a run
-    of ``config`` from (``init_from``: fine-tuning); its network must be ``config``'s."""
+    of ``config`` from (``init_from``: fine-tuning), and the networks left to fresh weights. Its
+    network must be ``config``'s; only when some networks are ``frozen`` (kept, not trained) may a
+    trained one differ in size: that one starts fresh."""
     try:
         found, nets = load_networks(directory)
     except (FileNotFoundError, ValueError) as error:
         raise InputError(directory, f"cannot start a training from it: {error}") from None
-    if found.to_dict() != config.to_dict():
-        changes = fingerprint_changes(found.to_dict(), config.to_dict())
+    old, new = _flatten(found.to_dict()), _flatten(config.to_dict())
+    differing = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    fresh = sorted({key.split(".")[0] for key in differing} & (set(nets) - frozen)) if frozen else []
+    blocking = {key: None for key in differing if key.split(".")[0] not in fresh}
+    if blocking:
+        changes = fingerprint_changes({k: old.get(k) for k in blocking}, {k: new.get(k) for k in blocking})
         shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
         raise InputError(directory, f"cannot start a training from it: another network ({shown})")
-    return {
+    tensors = {
         key: value.float() if value.is_floating_point() else value
-        for key, value in state_dict_of(nets).items()
+        for key, value in state_dict_of({n: net for n, net in nets.items() if n not in fresh}).items()
     }
+    return tensors, fresh
 
 
 def load_checkpoint(

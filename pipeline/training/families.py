@@ -53,10 +53,14 @@ class DRMNet:
         config: DRMNetConfig,  # Network sizes, resolution, DRM constants.
         teacher_forcing: float = 0.5,  # Fraction of training where IllNet sees the true z_k.
         loss_offset: float = 0.1,  # IllNet's error in log10(x + this); 0.1: the plain L2 in T.
+        networks: tuple[str, ...] = ("illnet", "refnet"),  # Those trained; the others kept (init_from).
     ):
+        if not networks or len(set(networks)) != len(networks) or set(networks) - {"illnet", "refnet"}:
+            raise ValueError(f"networks must name illnet and/or refnet once each, got {list(networks)}")
         self.config = config
         self.teacher_forcing = teacher_forcing
         self.loss_offset = loss_offset
+        self.trained = tuple(networks)
 
     @staticmethod
     def network_config(
@@ -66,7 +70,11 @@ class DRMNet:
         return drmnet_config(profile, params.get("drm"))
 
     def networks(self) -> dict[str, nn.Module]:
-        return build_networks(self.config)
+        """IllNet and RefNet; one this run does not train has no parameter requiring a gradient."""
+        nets = build_networks(self.config)
+        for name, net in nets.items():
+            net.requires_grad_(name in self.trained)
+        return nets
 
     def loss(
         self,
@@ -79,7 +87,14 @@ class DRMNet:
         """The loss of one batch after ``samples`` of ``total_samples`` training samples."""
         teacher = samples < self.teacher_forcing * total_samples
         loss, parts = drm_training_loss(
-            nets["illnet"], nets["refnet"], batch, self.config.drm, teacher, generator, self.loss_offset
+            nets["illnet"],
+            nets["refnet"],
+            batch,
+            self.config.drm,
+            teacher,
+            generator,
+            self.loss_offset,
+            illnet_loss="illnet" in self.trained,
         )
         return loss, parts, {"teacher_forcing": float(teacher)}
 

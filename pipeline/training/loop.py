@@ -98,10 +98,22 @@ def training_loop(
     # Networks, their EMA, the optimiser and the generator of the training noise.
     nets = {name: net.to(dist.device).train() for name, net in family.networks().items()}
     ema = EMA(nets, ema_halflife_samples, ema_rampup)
-    params = [p for net in nets.values() for p in net.parameters()]
+    # A network the family does not train (no parameter requires a gradient) keeps init_from's weights.
+    frozen = frozenset(
+        name for name, net in nets.items() if not any(p.requires_grad for p in net.parameters())
+    )
+    if frozen and init_from is None:
+        raise InputError(
+            "params.yaml",
+            f"train_{family.name} leaves {', '.join(sorted(frozen))} untrained: set init_from, "
+            "the model whose weights it keeps",
+        )
+    params = [p for net in nets.values() for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator(dist.device).manual_seed(seed + 1000 * dist.rank)
-    initial = initial_weights(init_from, network) if init_from is not None else None  # read before resume
+    initial, fresh = (None, [])
+    if init_from is not None:  # read before resume
+        initial, fresh = initial_weights(init_from, network, frozen)
 
     # Resume (weights, EMA, optimiser, progress, data position and RNG states) or start fresh.
     state = start_training(
@@ -121,13 +133,19 @@ def training_loop(
     saved_samples = state["samples"]  # what the checkpoint in run_dir holds (0: none yet)
     if initial is not None and saved_samples == 0:
         for weights in (nets, ema.nets):
-            load_state_dict_into(weights, {k: v.to(dist.device) for k, v in initial.items()})
+            loaded = {name: net for name, net in weights.items() if name not in fresh}
+            load_state_dict_into(loaded, {k: v.to(dist.device) for k, v in initial.items()})
         if dist.is_main:
-            log(f"{family.name}: starting from the weights of {init_from}")
+            kept = f" (not trained, kept: {', '.join(sorted(frozen))})" if frozen else ""
+            new = f"; fresh weights (another size there): {', '.join(fresh)}" if fresh else ""
+            log(f"{family.name}: starting from the weights of {init_from}{kept}{new}")
     step_nets = nets
     if dist.enabled:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
-        step_nets = {name: DistributedDataParallel(net, device_ids=ids) for name, net in nets.items()}
+        step_nets = {
+            name: net if name in frozen else DistributedDataParallel(net, device_ids=ids)
+            for name, net in nets.items()
+        }
 
     stream = BatchStream(data, dist.device, **state["data"])
     progress = Progress(total_samples, state["samples"])

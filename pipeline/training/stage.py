@@ -232,7 +232,10 @@ def run_training(
     settings = training_settings(params, net, profile)
     network = network_config(params, net, profile)
     kwargs, options = _loop_kwargs(net, settings)
-    family = _family(net)(network, **options)
+    try:
+        family = _family(net)(network, **options)
+    except ValueError as error:  # settings that do not fit together, e.g. no network to train
+        raise InputError("params.yaml", f"train_{net}: {error}") from None
     split_dir = Path(data_dir) if data_dir is not None else SHARDS / net / "train"
     from pipeline.manifest import require_intact_split
 
