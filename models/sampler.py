@@ -72,6 +72,8 @@ def sample_drm(
     def noise() -> torch.Tensor:
         return torch.randn(observation.shape, generator=generator, device=device, dtype=observation.dtype)
 
+    if known_material is not None:
+        known_material = known_material.to(device=device, dtype=torch.float32)
     state = observation + config.sampling_noise * noise()
     material = torch.zeros(batch, 6, device=device)
     steps = torch.zeros(batch, dtype=torch.long, device=device)
@@ -87,7 +89,7 @@ def sample_drm(
             step_index = torch.full((idx.numel(),), i, dtype=torch.long, device=device)
             z_K = refnet(state[idx], observation[idx], step_index).float().clamp(0.0, 1.0)
         else:
-            z_K = known_material[idx].to(device=device, dtype=torch.float32)
+            z_K = known_material[idx]
         material[idx] = z_K
         if i == max_steps:  # only with max_steps = 0: RefNet's answer, no step
             break

@@ -249,12 +249,11 @@ def initial_weights(
         found, nets = load_networks(directory)
     except (FileNotFoundError, ValueError) as error:
         raise InputError(directory, f"cannot start a training from it: {error}") from None
-    old, new = _flatten(found.to_dict()), _flatten(config.to_dict())
-    differing = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
-    fresh = sorted({key.split(".")[0] for key in differing} & (set(nets) - frozen)) if frozen else []
-    blocking = {key: None for key in differing if key.split(".")[0] not in fresh}
-    if blocking:
-        changes = fingerprint_changes({k: old.get(k) for k in blocking}, {k: new.get(k) for k in blocking})
+    old, new = found.to_dict(), config.to_dict()
+    fresh = sorted(n for n in set(nets) - frozen if old.get(n) != new.get(n)) if frozen else []
+    old, new = ({k: v for k, v in d.items() if k not in fresh} for d in (old, new))
+    if old != new:
+        changes = fingerprint_changes(old, new)
         shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
         raise InputError(directory, f"cannot start a training from it: another network ({shown})")
     tensors = {
